@@ -1,0 +1,99 @@
+"""A task: one metric over (part of) the NB201 space, with a direction and a name.
+
+The values live in private tensors. Training code reads a meta-train task through
+:meth:`Task.values`; a target task is wrapped in an :class:`~nas_lightning.benchmarks.oracle.Oracle`
+and read only through it (``Oracle.query``) or through the explicitly named evaluation-only path
+(``Oracle.evaluation_only``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from nas_lightning.benchmarks.space import NUM_ARCHS
+
+LOWER_IS_BETTER_WORDS = ("latency", "time", "params", "flops", "size", "energy", "memory")
+
+
+@dataclass(eq=False)
+class Task:
+    """One metric of one table.
+
+    Args:
+        name: the task spec that names it everywhere (``nb201/cifar10/val_acc``).
+        direction: ``"max"`` or ``"min"``: which way is better.
+        archs: architecture indices the table holds, ``[n]`` (sorted, unique).
+        table: metric value of each of ``archs``, ``[n]`` (mean over seeds where there are seeds).
+        seed_table: optional per-training-seed values ``[n, S]``, NaN where a seed is missing.
+        cost: optional simulated cost of evaluating each of ``archs`` (train seconds), ``[n]``.
+        report_only: the task may be reported on but never searched or trained on.
+    """
+
+    name: str
+    direction: str
+    archs: torch.Tensor
+    table: torch.Tensor = field(repr=False)
+    seed_table: torch.Tensor | None = field(default=None, repr=False)
+    cost: torch.Tensor | None = field(default=None, repr=False)
+    report_only: bool = False
+
+    def __post_init__(self) -> None:
+        if self.direction not in ("max", "min"):
+            raise ValueError(f"task {self.name}: direction must be 'max' or 'min', got {self.direction!r}")
+        self.archs = self.archs.long()
+        self._position = torch.full((NUM_ARCHS,), -1, dtype=torch.long)
+        self._position[self.archs] = torch.arange(len(self.archs))
+
+    @property
+    def size(self) -> int:
+        """How many architectures the task holds."""
+        return len(self.archs)
+
+    @property
+    def sign(self) -> float:
+        """``+1`` when higher is better, ``-1`` when lower is better."""
+        return 1.0 if self.direction == "max" else -1.0
+
+    def contains(self, indices: torch.Tensor) -> torch.Tensor:
+        """Boolean mask: which of ``indices`` the table holds."""
+        return self._position[indices.long()] >= 0
+
+    def values(self) -> torch.Tensor:
+        """The whole table (``[size]``, aligned with ``archs``): training data of a meta-train task."""
+        return self.table
+
+    def lookup(self, indices: torch.Tensor) -> torch.Tensor:
+        """Values of the given architecture indices (all must be in the table).
+
+        Raises:
+            KeyError: if an index is not in the table.
+        """
+        pos = self._position[indices.long()]
+        if (pos < 0).any():
+            missing = indices[pos < 0][:5].tolist()
+            raise KeyError(f"task {self.name} has no value for architectures {missing}")
+        return self.table[pos]
+
+    def lookup_seed(self, index: int, generator: torch.Generator) -> float:
+        """The value of one training seed, drawn with ``generator`` (the mean if there are no seeds)."""
+        pos = int(self._position[int(index)])
+        if pos < 0:
+            raise KeyError(f"task {self.name} has no value for architecture {index}")
+        if self.seed_table is None:
+            return float(self.table[pos])
+        row = self.seed_table[pos]
+        row = row[~torch.isnan(row)]
+        return float(row[torch.randint(len(row), (1,), generator=generator)])
+
+    def lookup_cost(self, indices: torch.Tensor) -> torch.Tensor:
+        """Simulated evaluation cost of ``indices`` (zeros when the table has none)."""
+        if self.cost is None:
+            return torch.zeros(len(indices))
+        return self.cost[self._position[indices.long()]]
+
+    def best(self) -> tuple[int, float]:
+        """The optimum ``(index, value)`` of the table (evaluation only)."""
+        pos = int(torch.argmax(self.table * self.sign))
+        return int(self.archs[pos]), float(self.table[pos])
