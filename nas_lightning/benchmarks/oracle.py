@@ -112,7 +112,10 @@ class Oracle:
                 same call are answered and recorded).
             KeyError: for an architecture the task does not hold.
         """
-        idx = torch.as_tensor(indices, dtype=torch.long).reshape(-1).tolist()
+        raw = torch.as_tensor(indices)
+        if raw.is_floating_point():
+            raise TypeError(f"architecture indices must be integers, got {raw.dtype}")
+        idx = raw.long().reshape(-1).tolist()
         out = []
         for i in idx:
             if i not in self._cache:
@@ -148,10 +151,12 @@ class Oracle:
         return EvaluationView(self._task)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"order": list(self._order), "values": [self._cache[i] for i in self._order],
+        return {"task": self.name, "noisy": self.noisy, "order": list(self._order), "values": [self._cache[i] for i in self._order],
                 "generator": self._generator.get_state(), "budget": self.budget}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("task", self.name) != self.name or state.get("noisy", self.noisy) != self.noisy:
+            raise ValueError(f"oracle state of {state.get('task')} (noisy={state.get('noisy')}) does not fit {self.name} (noisy={self.noisy})")
         self._order = list(state["order"])
         self._cache = dict(zip(self._order, state["values"]))
         self._generator.set_state(state["generator"])

@@ -31,6 +31,8 @@ def ops_to_index(ops: torch.Tensor) -> torch.Tensor:
 def index_to_ops(index: torch.Tensor | int) -> torch.Tensor:
     """Architecture indices ``[...]`` to op indices ``[..., 6]``."""
     index = torch.as_tensor(index, dtype=torch.long)
+    if index.numel() and (index.min() < 0 or index.max() >= NUM_ARCHS):
+        raise ValueError(f"architecture indices must lie in [0, {NUM_ARCHS})")
     return (index.unsqueeze(-1) // _POW) % NUM_OPS
 
 
@@ -40,6 +42,8 @@ def all_indices() -> torch.Tensor:
 
 
 def _ops_of(index: int) -> list[int]:
+    if not 0 <= index < NUM_ARCHS:
+        raise ValueError(f"architecture index {index} is outside the space [0, {NUM_ARCHS})")
     return [(index // NUM_OPS ** (NUM_EDGES - 1 - e)) % NUM_OPS for e in range(NUM_EDGES)]
 
 

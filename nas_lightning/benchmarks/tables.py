@@ -105,7 +105,7 @@ def _default_direction(column: str) -> str:
 def _read_csv(path: str) -> tuple[list[str], list[list[str]]]:
     opener = gzip.open if path.endswith(".gz") else open
     try:
-        with opener(path, "rt", newline="") as f:
+        with opener(path, "rt", newline="", encoding="utf-8-sig") as f:
             rows = list(csv.reader(f))
     except FileNotFoundError:
         raise UserError(f"CSV file {path!r} does not exist; give a path to a .csv or .csv.gz table") from None

@@ -14,7 +14,7 @@ import torch
 
 from nas_lightning.benchmarks.space import NUM_ARCHS
 
-LOWER_IS_BETTER_WORDS = ("latency", "time", "params", "flops", "size", "energy", "memory")
+LOWER_IS_BETTER_WORDS = ("latency", "time", "param", "flops", "size", "energy", "memory")
 
 
 @dataclass(eq=False)
@@ -57,8 +57,14 @@ class Task:
         return 1.0 if self.direction == "max" else -1.0
 
     def contains(self, indices: torch.Tensor) -> torch.Tensor:
-        """Boolean mask: which of ``indices`` the table holds."""
-        return self._position[indices.long()] >= 0
+        """Boolean mask: which of ``indices`` the table holds (out-of-range indices are not held)."""
+        return self._positions(indices) >= 0
+
+    def _positions(self, indices: torch.Tensor) -> torch.Tensor:
+        """Row of each index in the table, ``-1`` where it is absent or out of range."""
+        i = torch.as_tensor(indices).long()
+        valid = (i >= 0) & (i < NUM_ARCHS)
+        return torch.where(valid, self._position[i.clamp(0, NUM_ARCHS - 1)], -1)
 
     def values(self) -> torch.Tensor:
         """The whole table (``[size]``, aligned with ``archs``): training data of a meta-train task."""
@@ -70,7 +76,7 @@ class Task:
         Raises:
             KeyError: if an index is not in the table.
         """
-        pos = self._position[indices.long()]
+        pos = self._positions(indices)
         if (pos < 0).any():
             missing = indices[pos < 0][:5].tolist()
             raise KeyError(f"task {self.name} has no value for architectures {missing}")
@@ -78,7 +84,7 @@ class Task:
 
     def lookup_seed(self, index: int, generator: torch.Generator) -> float:
         """The value of one training seed, drawn with ``generator`` (the mean if there are no seeds)."""
-        pos = int(self._position[int(index)])
+        pos = int(self._positions(torch.tensor([int(index)]))[0])
         if pos < 0:
             raise KeyError(f"task {self.name} has no value for architecture {index}")
         if self.seed_table is None:
@@ -91,7 +97,10 @@ class Task:
         """Simulated evaluation cost of ``indices`` (zeros when the table has none)."""
         if self.cost is None:
             return torch.zeros(len(indices))
-        return self.cost[self._position[indices.long()]]
+        pos = self._positions(indices)
+        if (pos < 0).any():
+            raise KeyError(f"task {self.name} has no cost for architectures {indices[pos < 0][:5].tolist()}")
+        return self.cost[pos]
 
     def best(self) -> tuple[int, float]:
         """The optimum ``(index, value)`` of the table (evaluation only)."""

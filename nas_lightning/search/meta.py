@@ -1,0 +1,123 @@
+"""Predictor-guided search: a (meta-learned) scorer ranks unqueried architectures, few-shot.
+
+The scorer sees only what the oracle has answered so far (the support set) and proposes the
+next architectures through an acquisition that balances its ensemble's mean and spread.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+import torch
+
+from nas_lightning.benchmarks import space
+from nas_lightning.benchmarks.oracle import Oracle
+from nas_lightning.errors import UserError
+from nas_lightning.search.strategies import Pool, Strategy, quota
+
+log = logging.getLogger(__name__)
+
+ACQUISITIONS: tuple[str, ...] = ("ucb", "thompson")
+
+
+class Scorer(Protocol):
+    """Scores candidate architectures given a support set of queried ones."""
+
+    def __call__(self, support: torch.Tensor, targets: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        """Score candidates.
+
+        Args:
+            support: queried architecture indices ``[k]`` (long; ``k`` may be 0).
+            targets: their values times ``oracle.sign`` ``[k]`` (float; higher is better).
+            candidates: architecture indices to score ``[C]`` (long).
+
+        Returns:
+            Scores ``[M, C]`` from ``M`` ensemble members, higher is better.
+        """
+        ...
+
+
+class MetaSearch(Strategy):
+    """Query the architectures a scorer likes best, re-scoring after every batch.
+
+    Args:
+        scorer: the predictor; called with everything queried so far as support.
+        batch: architectures queried per scoring step.
+        acquisition: ``"ucb"`` (member mean + ``beta`` * member std) or ``"thompson"`` (each
+            pick takes the argmax of one member drawn with the generator).
+        beta: exploration weight of ``"ucb"``.
+        max_candidates: above this many task architectures, only mutations of the best queried
+            ones (plus random ones) are scored instead of every unqueried architecture.
+        num_parents: how many of the best queried architectures seed the mutation candidates.
+
+    Raises:
+        UserError: for a batch below one, an unknown acquisition or a negative beta.
+    """
+
+    name = "meta"
+
+    def __init__(self, scorer: Scorer, batch: int = 1, acquisition: str = "ucb", beta: float = 1.0,
+                 max_candidates: int = 20_000, num_parents: int = 10) -> None:
+        if batch < 1:
+            raise UserError(f"meta batch must be >= 1, got {batch}")
+        if acquisition not in ACQUISITIONS:
+            raise UserError(f"unknown acquisition {acquisition!r}; choose one of {', '.join(ACQUISITIONS)}")
+        if beta < 0:
+            raise UserError(f"meta beta must be >= 0, got {beta}")
+        if max_candidates < 1 or num_parents < 1:
+            raise UserError(f"max_candidates and num_parents must be >= 1, got {max_candidates}, {num_parents}")
+        self.scorer, self.batch, self.acquisition, self.beta = scorer, batch, acquisition, beta
+        self.max_candidates, self.num_parents = max_candidates, num_parents
+
+    def run(self, oracle: Oracle, n_queries: int, generator: torch.Generator) -> None:
+        pool, k = Pool(oracle), quota(oracle, n_queries)
+        stop = oracle.num_queries + k
+        while oracle.num_queries < stop:
+            support, values = oracle.history()
+            targets = (values * oracle.sign).float()
+            cands = self.candidates(oracle, pool, generator)
+            with torch.no_grad():
+                scores = self.scorer(support, targets, cands)
+            scores = scores.reshape(-1, len(cands)).double()
+            scores = torch.nan_to_num(scores, nan=-float("inf"))
+            picks = self.acquire(scores, cands, min(self.batch, stop - oracle.num_queries), generator)
+            oracle.query(picks)
+            pool.seen[picks] = True
+            log.debug("meta: queried %s (support %d)", picks.tolist(), len(support))
+
+    def candidates(self, oracle: Oracle, pool: Pool, generator: torch.Generator) -> torch.Tensor:
+        """Unqueried architectures to score: all of them, or mutations of the best when too many.
+
+        Returns:
+            Candidate indices ``[C]`` with ``C >= 1`` (callers ensure an unseen one exists).
+        """
+        if len(oracle.archs) <= self.max_candidates:
+            return pool.unseen()
+        idx, values = oracle.history()
+        parents = idx[torch.argsort(values * oracle.sign, descending=True)[: self.num_parents]]
+        mutants = torch.cat([idx[:0]] + [space.neighbours(int(p)) for p in parents])
+        randoms = oracle.archs[torch.randint(len(oracle.archs), (self.max_candidates,), generator=generator)]
+        cands = torch.unique(torch.cat([mutants, randoms]))
+        cands = cands[pool.fresh(cands)][: self.max_candidates]
+        return cands if len(cands) else torch.tensor([pool.random_unseen(generator)])
+
+    def acquire(self, scores: torch.Tensor, cands: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
+        """Pick ``n`` distinct candidates from member scores ``[M, C]``; ties broken at random."""
+        perm = torch.randperm(len(cands), generator=generator)
+        scores, cands = scores[:, perm], cands[perm]
+        n = min(n, len(cands))
+        if self.acquisition == "ucb":
+            spread = scores.std(0, correction=0) if len(scores) > 1 else torch.zeros(len(cands), dtype=scores.dtype)
+            utility = scores.mean(0) + self.beta * torch.nan_to_num(spread)
+            return cands[torch.argsort(utility, descending=True, stable=True)[:n]]
+        taken = torch.zeros(len(cands), dtype=torch.bool)
+        picks = []
+        for _ in range(n):
+            member = int(torch.randint(len(scores), (1,), generator=generator))
+            row = scores[member].clamp(min=torch.finfo(scores.dtype).min)  # a -inf score stays pickable
+            row[taken] = -float("inf")
+            best = int(torch.argmax(row))
+            taken[best] = True
+            picks.append(best)
+        return cands[torch.tensor(picks, dtype=torch.long)]
