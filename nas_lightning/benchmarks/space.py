@@ -125,6 +125,26 @@ def encode_onehot(indices: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.one_hot(ops, NUM_OPS).flatten(-2).float()
 
 
+# the four input-to-output paths of the cell, as edge positions (BANANAS-style path encoding)
+PATHS: tuple[tuple[int, ...], ...] = ((3,), (0, 4), (1, 5), (0, 2, 5))
+
+
+def encode_path(indices: torch.Tensor) -> torch.Tensor:
+    """Path encoding ``[B, 180]``: for each input-to-output path, a one-hot of its op sequence.
+
+    Complements the one-hot encoding with the op interactions along each path, which makes
+    accuracy far easier to fit for an MLP.
+    """
+    ops = index_to_ops(indices)
+    blocks = []
+    for path in PATHS:
+        code = torch.zeros_like(ops[..., 0])
+        for e in path:
+            code = code * NUM_OPS + ops[..., e]
+        blocks.append(torch.nn.functional.one_hot(code, NUM_OPS ** len(path)))
+    return torch.cat(blocks, -1).float()
+
+
 def encode_graph(indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Graph form of the cells: ops as nodes (input, 6 edge-ops, output).
 

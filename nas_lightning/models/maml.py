@@ -8,8 +8,6 @@ summed loss with respect to the broadcast parameters is exactly the per-task gra
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 from torch import nn
 from torch.func import functional_call, vmap
@@ -43,9 +41,13 @@ def episode_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "mse",
     raise ValueError(f"unknown loss {kind!r}; choose one of {', '.join(LOSSES)}")
 
 
-def batched_forward(model: nn.Module, params: Params, x: torch.Tensor) -> torch.Tensor:
-    """Apply ``model`` with per-task parameters ``{name: [T, ...]}`` to inputs ``[T, N, ...]``."""
-    return vmap(lambda p, xi: functional_call(model, p, (xi,)))(params, x)
+def batched_forward(model: nn.Module, params: Params, x: torch.Tensor,
+                    z: torch.Tensor | None = None) -> torch.Tensor:
+    """Apply ``model`` with per-task parameters ``{name: [T, ...]}`` to inputs ``[T, N, ...]``
+    under optional per-task contexts ``z [T, C]``."""
+    if z is None:
+        return vmap(lambda p, xi: functional_call(model, p, (xi,)))(params, x)
+    return vmap(lambda p, xi, zi: functional_call(model, p, (xi, zi)))(params, x, z)
 
 
 def broadcast(params: Params, tasks: int) -> Params:
@@ -55,7 +57,7 @@ def broadcast(params: Params, tasks: int) -> Params:
 
 def adapt(model: nn.Module, params: Params, inner_lrs: Params, x: torch.Tensor, y: torch.Tensor,
           steps: int, first_order: bool = False, loss: str = "mse",
-          mask: torch.Tensor | None = None) -> Params:
+          mask: torch.Tensor | None = None, z: torch.Tensor | None = None) -> Params:
     """Inner loop: ``steps`` SGD steps on the support loss of every task at once.
 
     Args:
@@ -66,6 +68,7 @@ def adapt(model: nn.Module, params: Params, inner_lrs: Params, x: torch.Tensor, 
         steps: number of inner steps (0 returns the broadcast meta-parameters).
         first_order: drop second-order terms (inner gradients are treated as constants).
         loss: inner loss kind; mask: optional ``[T, K]`` valid entries.
+        z: optional task contexts ``[T, C]`` (held fixed in the inner loop).
 
     Returns:
         Adapted per-task parameters ``{name: [T, ...]}``.
@@ -76,7 +79,7 @@ def adapt(model: nn.Module, params: Params, inner_lrs: Params, x: torch.Tensor, 
         needs = [not t.requires_grad for t in fast.values()]
         if any(needs):  # adapting without a meta-graph (evaluation): track gradients locally
             fast = {k: v.detach().requires_grad_() for k, v in fast.items()}
-        total = episode_loss(batched_forward(model, fast, x), y, loss, mask).sum()
+        total = episode_loss(batched_forward(model, fast, x, z), y, loss, mask).sum()
         grads = torch.autograd.grad(total, [fast[k] for k in names], create_graph=not first_order)
         fast = {k: fast[k] - inner_lrs[k] * g for k, g in zip(names, grads)}
     return fast
@@ -85,15 +88,15 @@ def adapt(model: nn.Module, params: Params, inner_lrs: Params, x: torch.Tensor, 
 def meta_loss(model: nn.Module, params: Params, inner_lrs: Params, xs: torch.Tensor, ys: torch.Tensor,
               xq: torch.Tensor, yq: torch.Tensor, steps: int, first_order: bool = False,
               loss: str = "mse", mask_s: torch.Tensor | None = None,
-              mask_q: torch.Tensor | None = None) -> torch.Tensor:
+              mask_q: torch.Tensor | None = None, z: torch.Tensor | None = None) -> torch.Tensor:
     """Query loss after adaptation, averaged over the meta-batch (differentiable in ``params``)."""
-    fast = adapt(model, params, inner_lrs, xs, ys, steps, first_order, loss, mask_s)
-    return episode_loss(batched_forward(model, fast, xq), yq, loss, mask_q).mean()
+    fast = adapt(model, params, inner_lrs, xs, ys, steps, first_order, loss, mask_s, z)
+    return episode_loss(batched_forward(model, fast, xq, z), yq, loss, mask_q).mean()
 
 
 def meta_loss_loop(model: nn.Module, params: Params, inner_lrs: Params, xs: torch.Tensor, ys: torch.Tensor,
                    xq: torch.Tensor, yq: torch.Tensor, steps: int, first_order: bool = False,
-                   loss: str = "mse") -> torch.Tensor:
+                   loss: str = "mse", z: torch.Tensor | None = None) -> torch.Tensor:
     """The same meta-loss as :func:`meta_loss`, by a plain per-task Python loop (learn2learn style).
 
     Kept simple on purpose: it is the reference the batched version is tested and benchmarked
@@ -101,13 +104,14 @@ def meta_loss_loop(model: nn.Module, params: Params, inner_lrs: Params, xs: torc
     """
     losses = []
     for t in range(xs.shape[0]):
+        ctx = () if z is None else (z[t],)
         fast = dict(params)
         for _ in range(steps):
             fast = {k: v if v.requires_grad else v.detach().requires_grad_() for k, v in fast.items()}
-            inner = episode_loss(functional_call(model, fast, (xs[t],)), ys[t], loss)
+            inner = episode_loss(functional_call(model, fast, (xs[t], *ctx)), ys[t], loss)
             grads = torch.autograd.grad(inner, list(fast.values()), create_graph=not first_order)
             fast = {k: v - inner_lrs[k] * g for (k, v), g in zip(fast.items(), grads)}
-        losses.append(episode_loss(functional_call(model, fast, (xq[t],)), yq[t], loss))
+        losses.append(episode_loss(functional_call(model, fast, (xq[t], *ctx)), yq[t], loss))
     return torch.stack(losses).mean()
 
 
@@ -121,5 +125,3 @@ def standardise(ys: torch.Tensor, yq: torch.Tensor, mask_s: torch.Tensor | None 
     std = torch.where(std > eps, std, torch.ones_like(std))
     return (ys - mean) / std, (yq - mean) / std
 
-
-ScoreFn = Callable[[torch.Tensor], torch.Tensor]

@@ -1,7 +1,8 @@
-"""Performance predictors: plain ``nn.Module``s mapping architecture indices to a score.
+"""Performance predictors: plain ``nn.Module``s from encoded architectures to a score.
 
-Each predictor owns its encoding (``encode``), so the meta-learning code only ever passes
-architecture indices around; ``forward`` takes the encoded batch and returns ``[B]`` scores.
+A predictor maps ``x [N, ...]`` and an optional task context ``z [C]`` to scores ``[N]``; the
+context (see :class:`ContextEncoder`) modulates the hidden features (FiLM). ``encode`` turns
+architecture indices into the predictor's input, so meta-learning code only passes indices.
 """
 
 from __future__ import annotations
@@ -11,34 +12,68 @@ from torch import nn
 
 from nas_lightning.benchmarks import space
 
+ENCODINGS = ("onehot", "onehot+path")
+
+
+def encode(indices: torch.Tensor, encoding: str) -> torch.Tensor:
+    """Flat encoding of architecture indices ``[...]`` to ``[..., D]``.
+
+    Raises:
+        ValueError: for an unknown encoding.
+    """
+    if encoding == "onehot":
+        return space.encode_onehot(indices)
+    if encoding == "onehot+path":
+        return torch.cat([space.encode_onehot(indices), space.encode_path(indices)], -1)
+    raise ValueError(f"unknown encoding {encoding!r}; choose one of {', '.join(ENCODINGS)}")
+
+
+class _FiLM(nn.Module):
+    """Scale and shift of hidden features from a context vector (identity at ``z = 0``)."""
+
+    def __init__(self, context: int, hidden: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(context, 2 * hidden)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, h: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        gamma, beta = self.proj(z).chunk(2, -1)
+        return h * (1 + gamma) + beta
+
 
 class MLPPredictor(nn.Module):
-    """An MLP on the flat one-hot encoding (6 edges x 5 ops).
+    """An MLP on a flat encoding (one-hot of the 6 edges' ops, optionally with path features).
 
     Args:
         hidden: width of the hidden layers.
         layers: number of hidden layers.
+        encoding: ``"onehot"`` or ``"onehot+path"``.
+        context: size of the task context vector (0: no conditioning).
     """
 
-    encoding = "onehot"
-
-    def __init__(self, hidden: int = 128, layers: int = 2) -> None:
+    def __init__(self, hidden: int = 128, layers: int = 2, encoding: str = "onehot+path", context: int = 0) -> None:
         super().__init__()
-        dims = [space.NUM_EDGES * space.NUM_OPS] + [hidden] * layers
+        self.encoding = encoding
+        self.input_dim = encode(torch.zeros(1, dtype=torch.long), encoding).shape[-1]
+        dims = [self.input_dim] + [hidden] * layers
         blocks: list[nn.Module] = []
         for a, b in zip(dims[:-1], dims[1:]):
             blocks += [nn.Linear(a, b), nn.ReLU()]
         self.body = nn.Sequential(*blocks)
+        self.film = _FiLM(context, hidden) if context else None
         self.head = nn.Linear(dims[-1], 1)
 
-    @staticmethod
-    def encode(indices: torch.Tensor) -> torch.Tensor:
-        """Architecture indices ``[...]`` to inputs ``[..., 30]``."""
-        return space.encode_onehot(indices)
+    def encode(self, indices: torch.Tensor) -> torch.Tensor:
+        """Architecture indices ``[...]`` to inputs ``[..., D]``."""
+        return encode(indices, self.encoding)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Scores ``[...]`` of encoded architectures ``[..., 30]``."""
-        return self.head(self.body(x)).squeeze(-1)
+    def forward(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+        """Scores ``[N]`` of encoded architectures ``[N, D]`` under context ``z [C]``."""
+        h = self.body(x)
+        if self.film is not None and z is not None:
+            h = self.film(h, z)
+        return self.head(h).squeeze(-1)
 
 
 class GraphPredictor(nn.Module):
@@ -47,32 +82,67 @@ class GraphPredictor(nn.Module):
     Args:
         hidden: width of the node states.
         layers: number of graph convolution rounds.
+        encoding: must be ``"graph"`` (kept for a uniform constructor).
+        context: size of the task context vector (0: no conditioning).
     """
 
-    encoding = "graph"
-
-    def __init__(self, hidden: int = 64, layers: int = 3) -> None:
+    def __init__(self, hidden: int = 64, layers: int = 3, encoding: str = "graph", context: int = 0) -> None:
         super().__init__()
+        if encoding != "graph":
+            raise ValueError(f"the gcn predictor takes encoding 'graph', got {encoding!r}")
+        self.encoding = encoding
         n = space.NUM_EDGES + 2
         adj = space.encode_graph(torch.zeros(1, dtype=torch.long))[0][0]
-        # propagate both ways along the DAG, normalised by degree, with self loops
-        both = adj + adj.T + torch.eye(n)
+        both = adj + adj.T + torch.eye(n)  # propagate both ways along the DAG, with self loops
         self.register_buffer("prop", both / both.sum(1, keepdim=True), persistent=False)
+        self.input_dim = n * (space.NUM_OPS + 2)
         self.embed = nn.Linear(space.NUM_OPS + 2, hidden)
         self.convs = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(layers))
+        self.film = _FiLM(context, hidden) if context else None
         self.head = nn.Linear(hidden, 1)
 
-    @staticmethod
-    def encode(indices: torch.Tensor) -> torch.Tensor:
-        """Architecture indices ``[...]`` to node features ``[..., 8, 7]`` (the adjacency is fixed)."""
-        return space.encode_graph(indices)[1]
+    def encode(self, indices: torch.Tensor) -> torch.Tensor:
+        """Architecture indices ``[...]`` to flattened node features ``[..., 8 * 7]``."""
+        return space.encode_graph(indices)[1].flatten(-2)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Scores ``[...]`` of node features ``[..., 8, 7]``."""
-        h = torch.relu(self.embed(x))
+    def forward(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+        """Scores ``[N]`` of flattened node features ``[N, 56]`` under context ``z [C]``."""
+        h = torch.relu(self.embed(x.unflatten(-1, (self.prop.shape[0], space.NUM_OPS + 2))))
         for conv in self.convs:
             h = torch.relu(conv(self.prop @ h)) + h
-        return self.head(h.mean(-2)).squeeze(-1)
+        h = h.mean(-2)
+        if self.film is not None and z is not None:
+            h = self.film(h, z)
+        return self.head(h).squeeze(-1)
+
+
+class ContextEncoder(nn.Module):
+    """Encodes a task from its support set (DeepSets over (architecture, value) pairs), as HELP
+    conditions on a device's measured reference architectures, plus the task's direction.
+
+    The direction (was the raw metric to be maximised or minimised?) is metadata of the task
+    spec, not a value: it lets the prior tell accuracy-like from cost-like tasks before any
+    query.
+
+    Args:
+        input_dim: size of an encoded architecture.
+        hidden: width of the pair encoder.
+        context: size of the context vector.
+    """
+
+    def __init__(self, input_dim: int, hidden: int = 64, context: int = 32) -> None:
+        super().__init__()
+        self.pair = nn.Sequential(nn.Linear(input_dim + 1, hidden), nn.ReLU(), nn.Linear(hidden, context))
+        self.direction = nn.Embedding(2, context)
+        self.out = nn.Sequential(nn.ReLU(), nn.Linear(context, context))
+
+    def forward(self, xs: torch.Tensor, ys: torch.Tensor, mask: torch.Tensor, maximise: torch.Tensor) -> torch.Tensor:
+        """Context ``[T, C]`` of support sets ``xs [T, K, D]``, standardised ``ys [T, K]``,
+        valid entries ``mask [T, K]`` and directions ``maximise [T]`` (bool)."""
+        w = mask.to(xs.dtype).unsqueeze(-1)
+        pairs = self.pair(torch.cat([xs, ys.unsqueeze(-1)], -1))
+        pooled = (pairs * w).sum(-2) / w.sum(-2).clamp_min(1.0)
+        return self.out(pooled + self.direction(maximise.long()))
 
 
 PREDICTORS: dict[str, type[nn.Module]] = {"mlp": MLPPredictor, "gcn": GraphPredictor}

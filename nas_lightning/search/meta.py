@@ -79,8 +79,7 @@ class MetaSearch(Strategy):
             cands = self.candidates(oracle, pool, generator)
             with torch.no_grad():
                 scores = self.scorer(support, targets, cands)
-            scores = scores.reshape(-1, len(cands)).double()
-            scores = torch.nan_to_num(scores, nan=-float("inf"))
+            scores = torch.nan_to_num(scores.reshape(-1, len(cands)).float(), nan=-float("inf"))
             picks = self.acquire(scores, cands, min(self.batch, stop - oracle.num_queries), generator)
             oracle.query(picks)
             pool.seen[picks] = True
@@ -96,21 +95,26 @@ class MetaSearch(Strategy):
             return pool.unseen()
         idx, values = oracle.history()
         parents = idx[torch.argsort(values * oracle.sign, descending=True)[: self.num_parents]]
-        mutants = torch.cat([idx[:0]] + [space.neighbours(int(p)) for p in parents])
-        randoms = oracle.archs[torch.randint(len(oracle.archs), (self.max_candidates,), generator=generator)]
-        cands = torch.unique(torch.cat([mutants, randoms]))
+        mutants = [int(m) for p in parents.tolist() for m in space.neighbours(p)]  # best parents first
+        mutants = torch.tensor(list(dict.fromkeys(mutants)), dtype=torch.long)
+        randoms = torch.unique(oracle.archs[torch.randint(len(oracle.archs), (self.max_candidates,),
+                                                          generator=generator)])
+        randoms = randoms[~torch.isin(randoms, mutants)]
+        cands = torch.cat([mutants, randoms])
         cands = cands[pool.fresh(cands)][: self.max_candidates]
         return cands if len(cands) else torch.tensor([pool.random_unseen(generator)])
 
     def acquire(self, scores: torch.Tensor, cands: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
         """Pick ``n`` distinct candidates from member scores ``[M, C]``; ties broken at random."""
         perm = torch.randperm(len(cands), generator=generator)
-        scores, cands = scores[:, perm], cands[perm]
+        scores, cands = scores.index_select(1, perm), cands.index_select(0, perm)  # index_select: no thread pool
         n = min(n, len(cands))
         if self.acquisition == "ucb":
-            spread = scores.std(0, correction=0) if len(scores) > 1 else torch.zeros(len(cands), dtype=scores.dtype)
-            utility = scores.mean(0) + self.beta * torch.nan_to_num(spread)
-            return cands[torch.argsort(utility, descending=True, stable=True)[:n]]
+            if len(scores) == 1:
+                utility = scores[0]
+            else:
+                utility = scores.mean(0) + self.beta * scores.std(0, correction=0).nan_to_num(0.0)
+            return cands.index_select(0, torch.argsort(utility, descending=True, stable=True)[:n])
         taken = torch.zeros(len(cands), dtype=torch.bool)
         picks = []
         for _ in range(n):

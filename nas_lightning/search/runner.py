@@ -11,7 +11,6 @@ import logging
 import math
 import os
 import statistics
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -208,15 +207,14 @@ def write_results(results: dict[str, Any], out_dir: Path) -> None:
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tmp_json = tempfile.NamedTemporaryFile("w", dir=out_dir, suffix=".json.tmp", delete=False)
+    tmp_json = out_dir / f".results.{os.getpid()}.json.tmp"
     tmp_png = out_dir / f".regret.{os.getpid()}.png.tmp"
     try:
-        with tmp_json:
-            json.dump(_finite(results), tmp_json, indent=1, allow_nan=False)
+        tmp_json.write_text(json.dumps(_finite(results), indent=1, allow_nan=False))
         _plot(results, tmp_png)
-        os.replace(tmp_json.name, out_dir / "results.json")
+        os.replace(tmp_json, out_dir / "results.json")
         os.replace(tmp_png, out_dir / "regret.png")
     finally:
-        for leftover in (Path(tmp_json.name), tmp_png):
+        for leftover in (tmp_json, tmp_png):
             leftover.unlink(missing_ok=True)
     log.info("wrote %s and %s", out_dir / "results.json", out_dir / "regret.png")

@@ -52,7 +52,8 @@ class Pool:
 
     def fresh(self, indices: torch.Tensor) -> torch.Tensor:
         """Boolean mask: which of ``indices`` are held by the task and unseen."""
-        return self.allowed[indices] & ~self.seen[indices]
+        flat = indices.reshape(-1).long()
+        return (self.allowed.index_select(0, flat) & ~self.seen.index_select(0, flat)).reshape(indices.shape)
 
     def unseen(self) -> torch.Tensor:
         """All queryable architectures, ascending."""
@@ -107,7 +108,8 @@ class RegularizedEvolution(Strategy):
     Args:
         population: population size P.
         sample_size: tournament size S (``<= population``).
-        max_tries: mutations tried per child before falling back to a random unseen arch.
+        max_tries: tournaments tried per child (a parent whose mutations are all queried already
+            or outside the task fails) before falling back to a random unseen arch.
 
     Raises:
         UserError: for sizes below one or a tournament larger than the population.
@@ -115,7 +117,7 @@ class RegularizedEvolution(Strategy):
 
     name = "rea"
 
-    def __init__(self, population: int = 10, sample_size: int = 3, max_tries: int = 100) -> None:
+    def __init__(self, population: int = 10, sample_size: int = 3, max_tries: int = 20) -> None:
         if population < 1 or not 1 <= sample_size <= population or max_tries < 1:
             raise UserError(f"rea needs population >= sample_size >= 1 and max_tries >= 1, got "
                             f"population={population}, sample_size={sample_size}, max_tries={max_tries}")
@@ -136,9 +138,11 @@ class RegularizedEvolution(Strategy):
         for _ in range(self.max_tries):
             picks = torch.randperm(len(population), generator=generator)[: self.sample_size].tolist()
             parent = max((population[i] for i in picks), key=lambda a: pool.signed[a])
-            child = space.mutate(parent, generator)
-            if pool.fresh(torch.tensor([child]))[0]:
-                return child
+            # a uniform mutation redrawn until it is new == a uniform draw among the new neighbours
+            children = space.neighbours(parent)
+            children = children[pool.fresh(children)]
+            if len(children):
+                return int(children[torch.randint(len(children), (1,), generator=generator)])
         return pool.random_unseen(generator)
 
 

@@ -1,0 +1,187 @@
+"""The LightningDataModule: tasks in three roles, episodes, and the target task set refresh."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Iterator
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, IterableDataset
+
+from nas_lightning.benchmarks.oracle import Oracle
+from nas_lightning.benchmarks.tables import parse_spec
+from nas_lightning.benchmarks.task import Task
+from nas_lightning.data.episodes import Pool, sample_episodes
+from nas_lightning.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+class _Episodes(IterableDataset):
+    """``steps`` meta-batches per pass, drawn from the DataModule's current pools and generator."""
+
+    def __init__(self, dm: "NASTaskDataModule") -> None:
+        self.dm = dm
+
+    def __len__(self) -> int:
+        return self.dm.hparams.steps_per_epoch
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        dm = self.dm
+        for _ in range(len(self)):
+            pools = dm.train_pools()
+            batch = sample_episodes(pools, dm.hparams.meta_batch, dm.hparams.support, dm.hparams.query, dm.generator)
+            yield dm.shard(batch)
+
+
+class NASTaskDataModule(L.LightningDataModule):
+    """Meta-train, meta-val and target tasks, and the episodes drawn from them.
+
+    Args:
+        train_tasks: task specs to meta-train on.
+        val_tasks: task specs for model selection (fixed episodes, the same every epoch).
+        target_tasks: held-out task specs, reachable only through their oracles.
+        csv_dir: base folder for relative ``csv:`` paths (one override moves a whole table set).
+        official_path: the official NB201 file for ``nb201-official/...`` specs (else ``NB201_PATH``).
+        support: K, architectures with values an episode adapts on.
+        query: Q, architectures an episode is scored on after adaptation.
+        meta_batch: episodes per meta-step.
+        steps_per_epoch: meta-steps per training epoch.
+        val_episodes: fixed episodes per meta-val task.
+        val_query: query size of a validation episode.
+        target_budget: oracle budget of each target task over the whole run.
+        noisy_oracle: target queries return one sampled training seed instead of the mean.
+        seed: seeds the DataModule's own generator (episodes) and the fixed validation draws.
+    """
+
+    def __init__(self, train_tasks: list[str] = ["nb201/cifar10/val_acc"], val_tasks: list[str] = [],
+                 target_tasks: list[str] = [], csv_dir: str | None = None, official_path: str | None = None,
+                 support: int = 10, query: int = 200, meta_batch: int = 16, steps_per_epoch: int = 200,
+                 val_episodes: int = 10, val_query: int = 1000, target_budget: int = 100,
+                 noisy_oracle: bool = False, seed: int = 0) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if support < 2 or query < 1:
+            raise UserError(f"support must be >= 2 and query >= 1, got support={support}, query={query}")
+        self.generator = torch.Generator().manual_seed(seed)
+        self.train: list[Task] = []
+        self.val: list[Task] = []
+        self.oracles: dict[str, Oracle] = {}
+        self.fed_back: dict[str, list[int]] = {}
+        self.val_batches: list[dict[str, torch.Tensor]] = []
+        self.rank, self.world = 0, 1
+
+    # -- tasks -----------------------------------------------------------------------------
+    def _resolve(self, specs: list[str]) -> list[Task]:
+        out = []
+        for spec in specs:
+            if spec.startswith("csv:") and self.hparams.csv_dir and not Path(spec[4:]).is_absolute():
+                spec = "csv:" + str(Path(self.hparams.csv_dir) / spec[4:])
+            out += parse_spec(spec, self.hparams.official_path)
+        return out
+
+    def setup(self, stage: str | None = None) -> None:
+        """Resolve the tasks (once) and learn this process's rank for sharding meta-batches."""
+        self.resolve()
+        if self.trainer is not None:
+            self.rank, self.world = self.trainer.global_rank, self.trainer.world_size
+
+    def resolve(self) -> None:
+        """Resolve the task specs, check roles, build oracles and the fixed validation episodes.
+
+        Safe to call early (train.py does, so bad input fails before anything is written).
+
+        Raises:
+            UserError: for a task in two roles, a report-only training task, or a task smaller
+                than an episode.
+        """
+        if self.train:
+            return
+        hp = self.hparams
+        self.train, self.val = self._resolve(hp.train_tasks), self._resolve(hp.val_tasks)
+        targets = self._resolve(hp.target_tasks)
+        if not self.train:
+            raise UserError("no meta-train task given; set data.train_tasks to one or more task specs")
+        roles = [("meta-train", self.train), ("meta-val", self.val), ("target", targets)]
+        seen: dict[str, str] = {}
+        for role, tasks in roles:
+            for t in tasks:
+                if t.name in seen:
+                    raise UserError(f"task {t.name} is listed as {seen[t.name]} and as {role}; a task takes one role")
+                seen[t.name] = role
+                if t.report_only and role != "target":
+                    raise UserError(f"task {t.name} is report-only (test accuracy) and cannot be a {role} task; use val_acc")
+        for t in self.train + self.val:
+            if t.size < hp.support + 1:
+                raise UserError(f"task {t.name} has {t.size} architectures, fewer than support+1={hp.support + 1}; lower data.support")
+        self.oracles = {t.name: Oracle(t, hp.target_budget, hp.noisy_oracle, seed=hp.seed) for t in targets}
+        self.fed_back = {t.name: [] for t in targets}
+        self._base_pools = [Pool.from_task(t) for t in self.train]
+        self._target_pools: dict[str, Pool] = {}
+        gen = torch.Generator().manual_seed(hp.seed + 7919)
+        self.val_batches = [
+            {**sample_episodes([Pool.from_task(t)], hp.val_episodes, hp.support, min(hp.val_query, t.size - hp.support), gen), "task": torch.tensor(i)}
+            for i, t in enumerate(self.val)
+        ]
+        log.info("meta-train %d tasks, meta-val %d, targets %s", len(self.train), len(self.val), list(self.oracles))
+
+    def train_pools(self) -> list[Pool]:
+        """Pools of the meta-train tasks, plus each target restricted to what was fed back."""
+        return self._base_pools + list(self._target_pools.values())
+
+    def _rebuild_target_pools(self) -> None:
+        self._target_pools = {}
+        for name, idx in self.fed_back.items():
+            if len(idx) >= self.hparams.support + 2:
+                oracle = self.oracles[name]
+                archs = torch.tensor(idx)
+                vals = (oracle.query(archs) * oracle.sign).float()  # already paid: repeated queries are free
+                self._target_pools[name] = Pool(name, archs, vals, oracle.direction == "max")
+
+    def refresh(self, name: str, indices: torch.Tensor) -> None:
+        """Hand newly evaluated architectures of target ``name`` to training (the task set refresh).
+
+        Raises:
+            KeyError: if the architectures were never asked of that target's oracle.
+        """
+        oracle = self.oracles[name]
+        if not bool(oracle.seen(indices).all()):
+            raise KeyError(f"refresh of {name} with architectures its oracle was never asked for")
+        known = set(self.fed_back[name])
+        self.fed_back[name] += [int(i) for i in indices.tolist() if int(i) not in known]
+        self._rebuild_target_pools()
+
+    def shard(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """This rank's share of a meta-batch (every rank draws the same batch, then slices)."""
+        if self.world == 1:
+            return batch
+        return {k: v[self.rank :: self.world] for k, v in batch.items()}
+
+    # -- loaders ---------------------------------------------------------------------------
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(_Episodes(self), batch_size=None)
+
+    def val_dataloader(self) -> DataLoader | list:
+        if not self.val_batches:
+            return []
+        return DataLoader(self.val_batches, batch_size=None)
+
+    # -- state -----------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "generator": self.generator.get_state(),
+            "seen_tasks": [t.name for t in self.train + self.val],  # whose tables entered training or selection
+            "fed_back": {k: list(v) for k, v in self.fed_back.items()},
+            "oracles": {k: o.state_dict() for k, o in self.oracles.items()},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+        for name, st in state["oracles"].items():
+            if name not in self.oracles:
+                raise UserError(f"checkpoint holds target {name}, which this run does not have; use the same data.target_tasks")
+            self.oracles[name].load_state_dict(st)
+        self.fed_back = {k: list(v) for k, v in state["fed_back"].items()}
+        self._rebuild_target_pools()

@@ -1,0 +1,192 @@
+"""The LightningModule: a predictor meta-learned with MAML (manual optimization)."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import lightning as L
+import torch
+from torch import nn
+from torchmetrics import MeanMetric
+from torchmetrics.functional import kendall_rank_corrcoef, spearman_corrcoef
+
+from nas_lightning.benchmarks import space
+from nas_lightning.data.episodes import standardise
+from nas_lightning.models import maml
+from nas_lightning.models.predictors import PREDICTORS, ContextEncoder
+
+log = logging.getLogger(__name__)
+NAN_POLICIES = ("stop", "skip")
+
+
+class NonFiniteLoss(RuntimeError):
+    """The meta-loss became NaN or infinite (``on_nan='stop'``)."""
+
+
+class MetaPredictor(L.LightningModule):
+    """A performance predictor whose initialisation (and inner learning rates) is meta-learned.
+
+    Args:
+        predictor: ``"mlp"`` (flat encoding) or ``"gcn"`` (cell graph).
+        hidden: hidden width of the predictor.
+        layers: hidden layers (MLP) or graph convolutions (GCN).
+        encoding: ``"onehot+path"`` or ``"onehot"`` for the MLP, ``"graph"`` for the GCN.
+        context: size of the task context from the support set and direction (0: no conditioning).
+        inner_steps: SGD steps of the inner loop.
+        inner_lr: initial inner learning rate.
+        learn_inner_lr: learn one inner learning rate per parameter entry (Meta-SGD).
+        first_order: drop second-order terms of the meta-gradient.
+        loss: ``"rank"`` (pairwise logistic) or ``"mse"`` on standardised targets.
+        lr: meta learning rate (Adam).
+        lr_decay_steps: cosine decay of the meta learning rate over this many meta-steps, then
+            constant at 5% (0: constant); independent of ``max_epochs`` so resumed runs match.
+        grad_clip: clip the meta-gradient norm (0: off).
+        on_nan: ``"stop"`` raises on a non-finite meta-loss, ``"skip"`` skips the step with a warning.
+        val_members: bootstrap members when scoring for search (spread = exploration signal).
+    """
+
+    def __init__(self, predictor: str = "mlp", hidden: int = 128, layers: int = 2, encoding: str = "onehot+path",
+                 context: int = 32, inner_steps: int = 1, inner_lr: float = 0.01, learn_inner_lr: bool = True,
+                 first_order: bool = False, loss: str = "rank", lr: float = 1e-3, lr_decay_steps: int = 2000,
+                 grad_clip: float = 1.0, on_nan: str = "stop", val_members: int = 8) -> None:
+        super().__init__()
+        if predictor not in PREDICTORS:
+            raise ValueError(f"unknown predictor {predictor!r}; choose one of {', '.join(PREDICTORS)}")
+        if loss not in maml.LOSSES:
+            raise ValueError(f"unknown loss {loss!r}; choose one of {', '.join(maml.LOSSES)}")
+        if on_nan not in NAN_POLICIES:
+            raise ValueError(f"unknown on_nan {on_nan!r}; choose one of {', '.join(NAN_POLICIES)}")
+        self.save_hyperparameters()
+        self.hparams["space"] = space.SPACE_NAME
+        self.automatic_optimization = False
+        self.net = PREDICTORS[predictor](hidden, layers, encoding, context)
+        self.context_encoder = ContextEncoder(self.net.input_dim, 64, context) if context else None
+        self.inner_lrs = nn.ParameterDict({
+            k.replace(".", "__"): nn.Parameter(torch.full_like(p, inner_lr), requires_grad=learn_inner_lr)
+            for k, p in self.net.named_parameters()
+        })
+        self.register_buffer("codes", self.net.encode(space.all_indices()), persistent=False)
+        self.val_metrics = nn.ModuleDict({
+            f"{m}_{w}": MeanMetric() for m in ("spearman", "kendall", "mse") for w in ("before", "after")
+        })
+
+    # -- functional pieces -------------------------------------------------------------------
+    def params(self) -> maml.Params:
+        return dict(self.net.named_parameters())
+
+    def lrs(self) -> maml.Params:
+        return {k: self.inner_lrs[k.replace(".", "__")] for k, _ in self.net.named_parameters()}
+
+    def context(self, xs: torch.Tensor, ys: torch.Tensor, mask: torch.Tensor, maximise: torch.Tensor) -> torch.Tensor | None:
+        return None if self.context_encoder is None else self.context_encoder(xs, ys, mask, maximise)
+
+    def adapt(self, support: torch.Tensor, ys: torch.Tensor, maximise: torch.Tensor,
+              mask: torch.Tensor | None = None, steps: int | None = None) -> tuple[maml.Params, torch.Tensor | None]:
+        """Adapt to support sets ``[T, K]`` (standardised targets ``ys [T, K]``).
+
+        Returns:
+            Per-task parameters and contexts.
+        """
+        mask = torch.ones_like(ys, dtype=torch.bool) if mask is None else mask
+        xs = self.codes[support]
+        z = self.context(xs, ys, mask, maximise)
+        steps = self.hparams.inner_steps if steps is None else steps
+        fast = maml.adapt(self.net, self.params(), self.lrs(), xs, ys, steps,
+                          self.hparams.first_order or not torch.is_grad_enabled(), self.hparams.loss, mask, z)
+        return fast, z
+
+    # -- training ---------------------------------------------------------------------------
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        opt = self.optimizers()
+        xq = self.codes[batch["query"]]
+        fast, z = self.adapt(batch["support"], batch["ys"], batch["maximise"])
+        loss = maml.episode_loss(maml.batched_forward(self.net, fast, xq, z), batch["yq"],
+                                 self.hparams.loss, batch["query_mask"]).mean()
+        if not torch.isfinite(loss):
+            msg = f"non-finite meta-loss {float(loss)} at epoch {self.current_epoch}, step {self.global_step}"
+            if self.hparams.on_nan == "stop":
+                raise NonFiniteLoss(msg + "; lower model.lr or set model.on_nan skip")
+            log.warning("%s: step skipped", msg)
+            return
+        opt.zero_grad()
+        self.manual_backward(loss)
+        if self.hparams.grad_clip > 0:
+            self.clip_gradients(opt, gradient_clip_val=self.hparams.grad_clip, gradient_clip_algorithm="norm")
+        opt.step()
+        self.lr_schedulers().step()
+        self.log("train/meta_loss", loss, prog_bar=True, batch_size=len(batch["support"]))
+        self.log("train/lr", opt.param_groups[0]["lr"], batch_size=len(batch["support"]))
+
+    def configure_optimizers(self):
+        opt = torch.optim.Adam([p for p in self.parameters() if p.requires_grad], lr=self.hparams.lr)
+        n = self.hparams.lr_decay_steps
+
+        def factor(step: int) -> float:
+            if n <= 0:
+                return 1.0
+            return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(step, n) / n))
+
+        return [opt], [torch.optim.lr_scheduler.LambdaLR(opt, factor)]
+
+    # -- validation -------------------------------------------------------------------------
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        target, mask = batch["yq"], batch["query_mask"]
+        with torch.enable_grad():
+            fast, z = self.adapt(batch["support"], batch["ys"], batch["maximise"])
+        xq = self.codes[batch["query"]]
+        prior = maml.broadcast({k: v.detach() for k, v in self.params().items()}, len(xq))
+        for when, params in (("before", prior), ("after", {k: v.detach() for k, v in fast.items()})):
+            pred = maml.batched_forward(self.net, params, xq, None if z is None else z.detach())
+            for e in range(len(pred)):  # episodes may differ in valid query entries
+                p, t = pred[e][mask[e]], target[e][mask[e]]
+                self.val_metrics[f"spearman_{when}"].update(spearman_corrcoef(p, t))
+                self.val_metrics[f"kendall_{when}"].update(kendall_rank_corrcoef(p, t))
+                self.val_metrics[f"mse_{when}"].update(((p - t) ** 2).mean())
+
+    def on_validation_epoch_end(self) -> None:
+        for name, metric in self.val_metrics.items():
+            self.log(f"val/{name}", metric.compute(), prog_bar=name == "spearman_after")
+            metric.reset()
+
+    # -- inference API ----------------------------------------------------------------------
+    @torch.no_grad()
+    def score(self, support: torch.Tensor, targets: torch.Tensor, candidates: torch.Tensor, maximise: bool = True,
+              members: int = 1, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Adapt on ``k`` evaluated architectures of a task and score ``candidates``.
+
+        Args:
+            support: architecture indices ``[k]`` (k may be 0: the meta-learned prior).
+            targets: their values with the direction folded in (higher is better), ``[k]``.
+            candidates: architecture indices to score ``[C]`` (the full space in one call is fine).
+            maximise: the raw metric's direction (task metadata for the context encoder).
+            members: 1 for the adapted predictor; more adds bootstrap resamples of the support
+                (member 0 always uses the whole support), whose spread is an uncertainty signal.
+            generator: drives the bootstrap draws.
+
+        Returns:
+            Scores ``[members, C]``, higher is better.
+        """
+        dev = self.codes.device
+        support, candidates = support.to(dev).long(), candidates.to(dev).long()
+        k = len(support)
+        y = targets.to(dev).float()
+        rows = [torch.arange(k, device=dev)]
+        for _ in range(members - 1):
+            rows.append(torch.randint(k, (k,), generator=generator).to(dev) if k else rows[0])
+        idx = torch.stack(rows)
+        sup, ys = support[idx], y[idx]
+        ys, _ = standardise(ys, ys)
+        flag = torch.full((members,), bool(maximise), device=dev)
+        if k >= 2:
+            with torch.enable_grad():
+                fast, z = self.adapt(sup, ys, flag)
+            fast = {name: v.detach() for name, v in fast.items()}
+            z = None if z is None else z.detach()
+        else:
+            xs = self.codes[sup] if k else torch.zeros(members, 0, self.codes.shape[1], device=dev)
+            ys = ys if k else torch.zeros(members, 0, device=dev)
+            z = self.context(xs, ys, torch.ones_like(ys, dtype=torch.bool), flag)
+            fast = maml.broadcast(self.params(), members)
+        x = self.codes[candidates].unsqueeze(0).expand(members, -1, -1)
+        return maml.batched_forward(self.net, fast, x, z)

@@ -1,0 +1,96 @@
+"""The epoch-end search round: one round of ``meta`` on each target, run from a Callback."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import lightning as L
+import torch
+from torchmetrics.functional import spearman_corrcoef
+
+from nas_lightning.benchmarks import space
+from nas_lightning.benchmarks.oracle import Oracle
+from nas_lightning.models.module import MetaPredictor
+from nas_lightning.search.meta import MetaSearch
+
+log = logging.getLogger(__name__)
+
+
+class ModuleScorer:
+    """Adapts a :class:`MetaPredictor` on the support and scores candidates (a ``Scorer``).
+
+    Args:
+        module: the meta-learned predictor.
+        maximise: the target's direction (metadata for the predictor's context).
+        members: bootstrap members (their spread drives exploration).
+        generator: drives the bootstrap draws.
+    """
+
+    def __init__(self, module: MetaPredictor, maximise: bool, members: int, generator: torch.Generator) -> None:
+        self.module, self.maximise, self.members, self.generator = module, maximise, members, generator
+
+    def __call__(self, support: torch.Tensor, targets: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        return self.module.score(support, targets, candidates, self.maximise, self.members, self.generator).cpu()
+
+
+class SearchCallback(L.Callback):
+    """Runs one round of predictor-guided search on every target task at each training epoch end.
+
+    Args:
+        per_round: oracle queries per target per round.
+        batch: architectures queried per scoring step within a round.
+        members: bootstrap members of the scorer (1: pure exploitation).
+        beta: exploration weight (mean + beta * spread).
+        feedback: hand the newly evaluated architectures to the DataModule for training (the task
+            set refresh); off keeps the target out of training entirely.
+        seed: seeds the callback's own generator.
+    """
+
+    def __init__(self, per_round: int = 5, batch: int = 1, members: int = 8, beta: float = 0.5,
+                 feedback: bool = True, seed: int = 0) -> None:
+        self.per_round, self.batch, self.members, self.beta = per_round, batch, members, beta
+        self.feedback = feedback
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        dm = trainer.datamodule
+        for name, oracle in dm.oracles.items():
+            before = oracle.num_queries
+            if trainer.is_global_zero and (oracle.remaining is None or oracle.remaining > 0):
+                was_training = pl_module.training
+                pl_module.eval()
+                scorer = ModuleScorer(pl_module, oracle.direction == "max", self.members, self.generator)
+                MetaSearch(scorer, batch=self.batch, beta=self.beta).run(oracle, self.per_round, self.generator)
+                pl_module.train(was_training)
+            state = trainer.strategy.broadcast(oracle.state_dict(), src=0)  # every rank: same history
+            oracle.load_state_dict(state)
+            new = oracle.history()[0][before:]
+            if self.feedback and len(new):
+                dm.refresh(name, new)
+            self._log(trainer, pl_module, name, oracle)
+
+    def _log(self, trainer: L.Trainer, pl_module: L.LightningModule, name: str, oracle: Oracle) -> None:
+        best = oracle.best()
+        if best is None:
+            return
+        view = oracle.evaluation_only()  # evaluation only: scoring what the search did
+        idx, values = oracle.history()
+        all_archs = view.archs
+        scores = pl_module.score(idx, (values * oracle.sign).float(), all_archs, oracle.direction == "max")[0].cpu()
+        metrics = {
+            "search/best": best[1],
+            "search/regret": view.regret(float(view.lookup(torch.tensor([best[0]]))[0])),
+            "search/queries": float(oracle.num_queries),
+            "search/spearman": float(spearman_corrcoef(scores, (view.values() * oracle.sign).float())),
+        }
+        if len(trainer.datamodule.oracles) > 1:
+            metrics = {f"{k}/{name}": v for k, v in metrics.items()}
+        pl_module.log_dict(metrics, rank_zero_only=True)
+        log.info("search on %s: best %s = %.4f after %d queries", name, space.to_string(best[0]), best[1], oracle.num_queries)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.generator.set_state(state_dict["generator"])

@@ -1,0 +1,110 @@
+"""Few-shot ranking: adapt on K evaluated architectures, rank the whole task, compare baselines.
+
+Baselines, side by side on the same support draws:
+``scratch`` (the same network trained on the support only), ``params`` (rank by parameter
+count, oriented by the support), ``transfer`` (a source table as the ranking).
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+
+import torch
+from torchmetrics.functional import kendall_rank_corrcoef, spearman_corrcoef
+
+from nas_lightning.benchmarks.oracle import Oracle
+from nas_lightning.benchmarks.tables import load_embedded
+from nas_lightning.benchmarks.task import Task
+from nas_lightning.models import maml
+from nas_lightning.models.module import MetaPredictor
+from nas_lightning.models.predictors import PREDICTORS
+
+log = logging.getLogger(__name__)
+
+
+def scratch_scores(module: MetaPredictor, support: torch.Tensor, targets: torch.Tensor, candidates: torch.Tensor,
+                   seed: int, steps: int = 200, lr: float = 1e-2) -> torch.Tensor:
+    """The same network, freshly initialised and trained on the support only (no meta-learning)."""
+    hp = module.hparams
+    torch.manual_seed(seed)  # the initialisation of a fresh network; seeded per draw
+    net = PREDICTORS[hp.predictor](hp.hidden, hp.layers, hp.encoding, 0)
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    x = module.codes[support].cpu()
+    y, _ = maml.standardise(targets.float()[None], targets.float()[None])
+    with torch.enable_grad():
+        for _ in range(steps):
+            loss = maml.episode_loss(net(x)[None], y, hp.loss).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    with torch.no_grad():
+        return net(module.codes[candidates].cpu())
+
+
+def _corr(pred: torch.Tensor, truth: torch.Tensor) -> tuple[float, float]:
+    pred, truth = pred.double().cpu(), truth.double().cpu()
+    return float(spearman_corrcoef(pred, truth)), float(kendall_rank_corrcoef(pred, truth))
+
+
+def _orient(ranking: torch.Tensor, support_pos: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Flip a fixed ranking so it agrees with the support (uses the support only)."""
+    r = float(spearman_corrcoef(ranking[support_pos].double(), targets.double()))
+    return ranking if r >= 0 or r != r else -ranking
+
+
+def rank_only(task: Task, module: MetaPredictor | None, support: int, seeds: int,
+              source: Task | None = None, support_archs: torch.Tensor | None = None) -> dict:
+    """Adapt on ``support`` architectures per seed and rank every architecture of ``task``.
+
+    The support values come through an :class:`Oracle` (budget ``support``); the whole table is
+    read only through its evaluation-only path to score the rankings.
+
+    Args:
+        task: the task to rank.
+        module: the meta-learned predictor (``None``: baselines only).
+        support: K, architectures evaluated per draw.
+        seeds: number of support draws (seed ``i`` for draw ``i``).
+        source: a source task for the ``transfer`` baseline.
+        support_archs: a fixed support set instead of random draws (then one draw).
+
+    Returns:
+        Per method: ``spearman_mean``, ``spearman_std``, ``kendall_mean``, ``kendall_std`` and
+        the per-draw values; plus the task, K and draws.
+    """
+    params_table = load_embedded("cifar10", "params")
+    scores: dict[str, list[tuple[float, float]]] = {}
+    draws = 1 if support_archs is not None else seeds
+    for seed in range(draws):
+        oracle = Oracle(task, budget=support, seed=seed)
+        if support_archs is None:
+            gen = torch.Generator().manual_seed(seed)
+            chosen = task.archs[torch.randperm(task.size, generator=gen)[:support]]
+        else:
+            chosen = support_archs
+        targets = (oracle.query(chosen) * oracle.sign).float()
+        view = oracle.evaluation_only()  # evaluation only: the truth the rankings are scored on
+        archs, truth = view.archs, view.values() * oracle.sign
+        pos = torch.searchsorted(archs, chosen)
+        methods: dict[str, torch.Tensor] = {}
+        if module is not None:
+            methods["meta"] = module.score(chosen, targets, archs, oracle.direction == "max")[0].cpu()
+            methods["scratch"] = scratch_scores(module, chosen, targets, archs, seed)
+        methods["params"] = _orient(params_table.lookup(archs).float(), pos, targets)
+        if source is not None:
+            inside = source.contains(archs)
+            ranked = torch.full((len(archs),), float("nan"))
+            ranked[inside] = (source.lookup(archs[inside]) * source.sign).float()
+            ranked = torch.nan_to_num(ranked, nan=float(ranked[inside].min()) if inside.any() else 0.0)
+            methods["transfer"] = ranked
+        for name, pred in methods.items():
+            scores.setdefault(name, []).append(_corr(pred, truth))
+    out: dict = {"task": task.name, "support": support, "draws": draws}
+    for name, vals in scores.items():
+        sp, kt = [v[0] for v in vals], [v[1] for v in vals]
+        out[name] = {
+            "spearman_mean": statistics.fmean(sp), "spearman_std": statistics.pstdev(sp),
+            "kendall_mean": statistics.fmean(kt), "kendall_std": statistics.pstdev(kt),
+            "spearman": sp, "kendall": kt,
+        }
+    return out
