@@ -43,7 +43,8 @@ class TableScorer:
         wiggle = torch.sin(torch.arange(space.NUM_ARCHS).float())
         self.members, self.calls = torch.stack([base, base + wiggle, base - wiggle]), []
 
-    def __call__(self, support: torch.Tensor, targets: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+    def __call__(self, support: torch.Tensor, targets: torch.Tensor, candidates: torch.Tensor,
+                 generator: torch.Generator) -> torch.Tensor:
         self.calls.append((support.clone(), targets.clone(), candidates.clone()))
         return self.members.index_select(1, candidates)
 

@@ -82,8 +82,12 @@ class MetaPredictor(L.LightningModule):
         return None if self.context_encoder is None else self.context_encoder(xs, ys, mask, maximise)
 
     def adapt(self, support: torch.Tensor, ys: torch.Tensor, maximise: torch.Tensor,
-              mask: torch.Tensor | None = None, steps: int | None = None) -> tuple[maml.Params, torch.Tensor | None]:
+              mask: torch.Tensor | None = None, meta_graph: bool = True) -> tuple[maml.Params, torch.Tensor | None]:
         """Adapt to support sets ``[T, K]`` (standardised targets ``ys [T, K]``).
+
+        Args:
+            meta_graph: keep what the meta-gradient needs (off for validation and inference:
+                first-order, no graph kept).
 
         Returns:
             Per-task parameters and contexts.
@@ -91,9 +95,9 @@ class MetaPredictor(L.LightningModule):
         mask = torch.ones_like(ys, dtype=torch.bool) if mask is None else mask
         xs = self.codes[support]
         z = self.context(xs, ys, mask, maximise)
-        steps = self.hparams.inner_steps if steps is None else steps
-        fast = maml.adapt(self.net, self.params(), self.lrs(), xs, ys, steps,
-                          self.hparams.first_order or not torch.is_grad_enabled(), self.hparams.loss, mask, z)
+        first_order = self.hparams.first_order or not meta_graph
+        fast = maml.adapt(self.net, self.params(), self.lrs(), xs, ys, self.hparams.inner_steps,
+                          first_order, self.hparams.loss, mask, z)
         return fast, z
 
     # -- training ---------------------------------------------------------------------------
@@ -133,7 +137,7 @@ class MetaPredictor(L.LightningModule):
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         target, mask = batch["yq"], batch["query_mask"]
         with torch.enable_grad():
-            fast, z = self.adapt(batch["support"], batch["ys"], batch["maximise"])
+            fast, z = self.adapt(batch["support"], batch["ys"], batch["maximise"], meta_graph=False)
         xq = self.codes[batch["query"]]
         prior = maml.broadcast({k: v.detach() for k, v in self.params().items()}, len(xq))
         for when, params in (("before", prior), ("after", {k: v.detach() for k, v in fast.items()})):
@@ -180,7 +184,7 @@ class MetaPredictor(L.LightningModule):
         flag = torch.full((members,), bool(maximise), device=dev)
         if k >= 2:
             with torch.enable_grad():
-                fast, z = self.adapt(sup, ys, flag)
+                fast, z = self.adapt(sup, ys, flag, meta_graph=False)
             fast = {name: v.detach() for name, v in fast.items()}
             z = None if z is None else z.detach()
         else:
@@ -188,5 +192,8 @@ class MetaPredictor(L.LightningModule):
             ys = ys if k else torch.zeros(members, 0, device=dev)
             z = self.context(xs, ys, torch.ones_like(ys, dtype=torch.bool), flag)
             fast = maml.broadcast(self.params(), members)
-        x = self.codes[candidates].unsqueeze(0).expand(members, -1, -1)
-        return maml.batched_forward(self.net, fast, x, z)
+        x = self.codes[candidates]
+        return torch.stack([  # members share the inputs: one plain forward each, no [M, C, D] copy
+            torch.func.functional_call(self.net, {n: v[m] for n, v in fast.items()}, (x, *([] if z is None else [z[m]])))
+            for m in range(members)
+        ])

@@ -24,14 +24,14 @@ class ModuleScorer:
         module: the meta-learned predictor.
         maximise: the target's direction (metadata for the predictor's context).
         members: bootstrap members (their spread drives exploration).
-        generator: drives the bootstrap draws.
     """
 
-    def __init__(self, module: MetaPredictor, maximise: bool, members: int, generator: torch.Generator) -> None:
-        self.module, self.maximise, self.members, self.generator = module, maximise, members, generator
+    def __init__(self, module: MetaPredictor, maximise: bool, members: int = 8) -> None:
+        self.module, self.maximise, self.members = module, maximise, members
 
-    def __call__(self, support: torch.Tensor, targets: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-        return self.module.score(support, targets, candidates, self.maximise, self.members, self.generator).cpu()
+    def __call__(self, support: torch.Tensor, targets: torch.Tensor, candidates: torch.Tensor,
+                 generator: torch.Generator) -> torch.Tensor:
+        return self.module.score(support, targets, candidates, self.maximise, self.members, generator).cpu()
 
 
 class SearchCallback(L.Callback):
@@ -60,7 +60,7 @@ class SearchCallback(L.Callback):
             if trainer.is_global_zero and (oracle.remaining is None or oracle.remaining > 0):
                 was_training = pl_module.training
                 pl_module.eval()
-                scorer = ModuleScorer(pl_module, oracle.direction == "max", self.members, self.generator)
+                scorer = ModuleScorer(pl_module, oracle.direction == "max", self.members)
                 MetaSearch(scorer, batch=self.batch, beta=self.beta).run(oracle, self.per_round, self.generator)
                 pl_module.train(was_training)
             state = trainer.strategy.broadcast(oracle.state_dict(), src=0)  # every rank: same history

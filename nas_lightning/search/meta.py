@@ -24,13 +24,15 @@ ACQUISITIONS: tuple[str, ...] = ("ucb", "thompson")
 class Scorer(Protocol):
     """Scores candidate architectures given a support set of queried ones."""
 
-    def __call__(self, support: torch.Tensor, targets: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+    def __call__(self, support: torch.Tensor, targets: torch.Tensor, candidates: torch.Tensor,
+                 generator: torch.Generator) -> torch.Tensor:
         """Score candidates.
 
         Args:
             support: queried architecture indices ``[k]`` (long; ``k`` may be 0).
             targets: their values times ``oracle.sign`` ``[k]`` (float; higher is better).
             candidates: architecture indices to score ``[C]`` (long).
+            generator: the search's generator, for any randomness of the scorer (ensembles).
 
         Returns:
             Scores ``[M, C]`` from ``M`` ensemble members, higher is better.
@@ -78,7 +80,7 @@ class MetaSearch(Strategy):
             targets = (values * oracle.sign).float()
             cands = self.candidates(oracle, pool, generator)
             with torch.no_grad():
-                scores = self.scorer(support, targets, cands)
+                scores = self.scorer(support, targets, cands, generator)
             scores = torch.nan_to_num(scores.reshape(-1, len(cands)).float(), nan=-float("inf"))
             picks = self.acquire(scores, cands, min(self.batch, stop - oracle.num_queries), generator)
             oracle.query(picks)
