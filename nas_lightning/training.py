@@ -28,6 +28,8 @@ class MetaCLI(LightningCLI):
             "checkpoint.monitor": "val/spearman_after", "checkpoint.mode": "max", "checkpoint.filename": "best",
             "checkpoint.save_last": True, "checkpoint.save_on_train_epoch_end": True,
             "checkpoint.dirpath": "runs/default/checkpoints",
+            # one run directory, one last.ckpt: never 'last-v1.ckpt' that --ckpt_path last would miss
+            "checkpoint.enable_version_counter": False,
         })
         parser.add_argument("--ckpt_path", type=str | None, default=None,
                             help="resume: 'last' (the run's last.ckpt) or a checkpoint path")
@@ -66,4 +68,10 @@ def fit(cli: MetaCLI) -> None:
     """Validate input, then train (resuming when asked)."""
     ckpt = resolve_ckpt(cli)
     cli.datamodule.resolve()  # bad task specs fail here, before anything is written
+    if cli.trainer.fast_dev_run:  # Lightning still saves last.ckpt on train end; a smoke run must not
+        for cb in cli.trainer.checkpoint_callbacks:
+            cb.save_last = False
+    elif ckpt is None and (Path(cli.config.checkpoint.dirpath) / "last.ckpt").exists():
+        log.warning("starting afresh in %s: its checkpoints will be replaced (resume with --ckpt_path last)",
+                    cli.config.checkpoint.dirpath)
     cli.trainer.fit(cli.model, cli.datamodule, ckpt_path=ckpt)

@@ -38,6 +38,7 @@ def test_fast_dev_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert cli.trainer.state.finished
     assert cli.trainer.global_step == 1
     assert cli.datamodule.oracles[TARGET].num_queries == 5  # the default search round ran
+    assert not (tmp_path / CKPT_DIR / "last.ckpt").exists()  # a smoke run leaves nothing to resume from
 
 
 @pytest.fixture(scope="module")

@@ -108,7 +108,7 @@ class MetaPredictor(L.LightningModule):
         loss = maml.episode_loss(maml.batched_forward(self.net, fast, xq, z), batch["yq"],
                                  self.hparams.loss, batch["query_mask"]).mean()
         if not torch.isfinite(loss):
-            msg = f"non-finite meta-loss {float(loss)} at epoch {self.current_epoch}, step {self.global_step}"
+            msg = f"non-finite meta-loss {float(loss.detach())} at epoch {self.current_epoch}, step {self.global_step}"
             if self.hparams.on_nan == "stop":
                 raise NonFiniteLoss(msg + "; lower model.lr or set model.on_nan skip")
             log.warning("%s: step skipped", msg)
