@@ -150,7 +150,10 @@ class MetaPredictor(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         for name, metric in self.val_metrics.items():
-            self.log(f"val/{name}", metric.compute(), prog_bar=name == "spearman_after")
+            value = metric.compute()
+            self.log(f"val/{name}", value, prog_bar=name == "spearman_after")
+            if name == "spearman_after":
+                self.log("hp_metric", value)  # TensorBoard's hparams view pairs it with the config
             metric.reset()
 
     # -- inference API ----------------------------------------------------------------------
