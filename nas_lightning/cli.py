@@ -9,8 +9,17 @@ from typing import Callable
 from nas_lightning.errors import UserError
 
 
+def _stopped_by_signal(err: SystemExit) -> bool:
+    """Lightning's ``SIGTERMException`` (a ``SystemExit`` with no code): training stopped by SIGTERM/Ctrl-C."""
+    return type(err).__name__ == "SIGTERMException"  # by name: no Lightning import for search.py's sake
+
+
 def run_main(main: Callable[[], int | None]) -> None:
-    """Run ``main``; a :class:`UserError` becomes one line on stderr and exit status 2."""
+    """Run ``main``; a :class:`UserError` becomes one line on stderr and exit status 2.
+
+    An interrupted training run (SIGTERM, or Ctrl-C routed through Lightning's SIGTERM path)
+    exits with 143 and a one-line note; a plain Ctrl-C with 130.
+    """
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         code = main()
@@ -20,4 +29,9 @@ def run_main(main: Callable[[], int | None]) -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except SystemExit as err:
+        if _stopped_by_signal(err):
+            print("interrupted: resume with --ckpt_path last", file=sys.stderr)
+            sys.exit(143)
+        raise
     sys.exit(code or 0)

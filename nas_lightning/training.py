@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
+import lightning as L
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
+from nas_lightning.benchmarks import space
 from nas_lightning.data.datamodule import NASTaskDataModule
 from nas_lightning.errors import UserError
 from nas_lightning.models.module import MetaPredictor
@@ -16,6 +24,99 @@ from nas_lightning.search.callback import SearchCallback
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = ROOT / "configs" / "default.yaml"
+# model settings that shape the parameters: a resumed run must keep them
+STRUCTURAL = ("predictor", "hidden", "layers", "encoding", "context", "learn_inner_lr")
+
+
+class FiniteModelCheckpoint(ModelCheckpoint):
+    """A :class:`ModelCheckpoint` that never saves a non-finite score, or non-finite weights, as best,
+    and that writes ``last.ckpt`` at every save point.
+
+    Lightning's own keeps the first score it sees even when it is NaN (it stores it as -inf), so
+    a diverged first epoch would become ``best.ckpt``. And since Lightning 2.6 its ``save_last``
+    writes ``last.ckpt`` only when a best checkpoint was written at the same step, so an epoch
+    that does not improve would leave a stale ``last.ckpt`` and ``--ckpt_path last`` would go back.
+    """
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._save_last_anyway(trainer)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._save_last_anyway(trainer)
+
+    def _save_last_anyway(self, trainer: L.Trainer) -> None:
+        # skipped when anything was saved at this step (the parent's last.ckpt included)
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def check_monitor_top_k(self, trainer: L.Trainer, current: torch.Tensor | None = None) -> bool:
+        better = super().check_monitor_top_k(trainer, current)  # first: it may hold a collective
+        if not better or current is None:
+            return better
+        finite = bool(torch.isfinite(current)) and all(
+            bool(torch.isfinite(p).all()) for p in trainer.lightning_module.parameters())
+        if not finite:
+            log.warning("epoch %d: %s is %s or the weights are not finite; not saved as %s",
+                        trainer.current_epoch, self.monitor, float(current), self.filename)
+        return finite
+
+
+class InterruptCheckpoint(L.Callback):
+    """Saves the run's ``last.ckpt`` when training is stopped by SIGTERM or Ctrl-C, mid-epoch included.
+
+    Lightning turns SIGTERM into a :class:`SIGTERMException` at the next safe point (after a
+    whole meta-step) and calls ``on_exception``; a first Ctrl-C is routed the same way (a second
+    one aborts at once, without saving). The DataModule saves its generator right after the last
+    meta-batch used, so ``--ckpt_path last`` continues with the next one.
+    """
+
+    def __init__(self) -> None:
+        self._previous: Any = None
+        self._installed = False
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        connector = getattr(trainer, "_signal_connector", None)
+        if connector is None or not hasattr(connector, "received_sigterm"):
+            return  # Lightning changed: keep the default Ctrl-C
+
+        def on_sigint(signum: int, frame: FrameType | None) -> None:
+            log.warning("Ctrl-C: stopping after this meta-step and saving last.ckpt (Ctrl-C again aborts without saving)")
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            connector.received_sigterm = True  # Lightning stops at the next safe point, as for SIGTERM
+
+        self._previous = signal.signal(signal.SIGINT, on_sigint)
+        self._installed = True
+
+    def _restore(self) -> None:
+        if self._installed:
+            signal.signal(signal.SIGINT, self._previous)
+            self._installed = False
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._restore()
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._restore()
+        if not isinstance(exception, SIGTERMException) or trainer.sanity_checking or trainer.fast_dev_run:
+            return
+        cb = trainer.checkpoint_callback
+        if cb is None or cb.dirpath is None:
+            return
+        path = Path(cb.dirpath) / f"{cb.CHECKPOINT_NAME_LAST}{cb.FILE_EXTENSION}"
+        connector = getattr(trainer, "_checkpoint_connector", None)
+        if connector is not None:  # no barrier: a rank may already be gone; the strategy writes on rank 0 only
+            trainer.strategy.save_checkpoint(connector.dump_checkpoint(), path)
+        else:
+            trainer.save_checkpoint(path)
+        if trainer.is_global_zero:
+            log.warning("interrupted at epoch %d, step %d: saved %s; resume with --ckpt_path last",
+                        trainer.current_epoch, trainer.global_step, path)
 
 
 class MetaCLI(LightningCLI):
@@ -23,7 +124,7 @@ class MetaCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(SearchCallback, "search")
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(FiniteModelCheckpoint, "checkpoint")
         parser.set_defaults({
             "checkpoint.monitor": "val/spearman_after", "checkpoint.mode": "max", "checkpoint.filename": "best",
             "checkpoint.save_last": True, "checkpoint.save_on_train_epoch_end": True,
@@ -34,13 +135,31 @@ class MetaCLI(LightningCLI):
         parser.add_argument("--ckpt_path", type=str | None, default=None,
                             help="resume: 'last' (the run's last.ckpt) or a checkpoint path")
 
+    def instantiate_classes(self) -> None:
+        """Instantiate model, data and trainer; a value they refuse is a :class:`UserError`.
+
+        The parser checks names and types; the classes check values (an unknown predictor or
+        encoding, a strategy Lightning does not know) and raise ``ValueError`` or Lightning's
+        ``MisconfigurationException``: one line, not a traceback.
+        """
+        try:
+            super().instantiate_classes()
+        except UserError:
+            raise
+        except (ValueError, MisconfigurationException) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise UserError(f"invalid setting: {first}") from None
+
 
 def build_cli(args: list[str] | None = None) -> MetaCLI:
     """Parse the command line (over configs/default.yaml) and instantiate everything."""
     return MetaCLI(
         MetaPredictor, NASTaskDataModule, run=False, args=args, seed_everything_default=0,
         save_config_kwargs={"overwrite": True},
-        trainer_defaults={"inference_mode": False},
+        # the DataModule shards meta-batches itself; validation episodes are few and fixed, so
+        # every rank validates them all (no DistributedSampler padding that would repeat some)
+        trainer_defaults={"inference_mode": False, "use_distributed_sampler": False,
+                          "callbacks": [InterruptCheckpoint()]},
         parser_kwargs={"default_config_files": [str(DEFAULT_CONFIG)]},
     )
 
@@ -64,10 +183,47 @@ def resolve_ckpt(cli: MetaCLI) -> str | None:
     return path
 
 
+def check_resumable(path: str, model: MetaPredictor, datamodule: NASTaskDataModule) -> None:
+    """Check that the checkpoint at ``path`` can resume this run, before anything is written.
+
+    Raises:
+        UserError: for an unreadable file, a file not written by train.py, another search space,
+            other model settings, or other target tasks.
+    """
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # truncated, not a zip, not a torch file
+        raise UserError(f"--ckpt_path {path}: unreadable checkpoint ({type(err).__name__}); give a .ckpt written by train.py") from None
+    hp = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
+    if not isinstance(hp, dict) or not isinstance(ckpt.get("state_dict"), dict) or "loops" not in ckpt:
+        raise UserError(f"--ckpt_path {path}: not a train.py checkpoint; give a .ckpt written by train.py")
+    if hp.get("space", space.SPACE_NAME) != space.SPACE_NAME:
+        raise UserError(f"--ckpt_path {path}: checkpoint of search space {hp.get('space')!r}, not {space.SPACE_NAME!r}")
+    differ = [f"model.{k}={hp[k]!r} (this run: {model.hparams[k]!r})" for k in STRUCTURAL
+              if k in hp and hp[k] != model.hparams[k]]
+    mine = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    theirs = {k: tuple(v.shape) for k, v in ckpt["state_dict"].items()}
+    if differ or mine != theirs:
+        what = ", ".join(differ) if differ else "its parameters differ in names or shapes"
+        raise UserError(f"--ckpt_path {path}: checkpoint was trained with {what}; resume with the same model settings")
+    data = ckpt.get("NASTaskDataModule") or {}
+    foreign = sorted(set(data.get("oracles", {})) - set(datamodule.oracles))
+    if foreign:
+        raise UserError(f"--ckpt_path {path}: checkpoint holds target {foreign[0]}, which this run does not have; "
+                        f"use the same data.target_tasks")
+
+
 def fit(cli: MetaCLI) -> None:
     """Validate input, then train (resuming when asked)."""
     ckpt = resolve_ckpt(cli)
     cli.datamodule.resolve()  # bad task specs fail here, before anything is written
+    cli.datamodule.check_world(cli.trainer.world_size)
+    hp = cli.model.hparams
+    if cli.trainer.world_size > 1 and hp.inner_steps == 0 and hp.learn_inner_lr:
+        raise UserError("model.inner_steps=0 leaves the learned inner learning rates unused, which DDP cannot reduce; "
+                        "set model.learn_inner_lr false (or model.inner_steps >= 1)")
+    if ckpt is not None:
+        check_resumable(ckpt, cli.model, cli.datamodule)
     if cli.trainer.fast_dev_run:  # Lightning still saves last.ckpt on train end; a smoke run must not
         for cb in cli.trainer.checkpoint_callbacks:
             cb.save_last = False

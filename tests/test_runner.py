@@ -70,6 +70,8 @@ def test_summaries_agree_with_histories(results: dict, cifar10: Task) -> None:
         assert r["best_mean"] == pytest.approx(sum(s["best_value"] for s in seeds) / 3)
         assert r["regret_mean"] == pytest.approx(opt - r["best_mean"])
         assert r["hit_optimum_rate"] == pytest.approx(sum(opt_arch in s["archs"] for s in seeds) / 3)
+        for m, rate in r["hit_rate_at"].items():  # found within the first m queries
+            assert rate == pytest.approx(sum(opt_arch in s["archs"][: int(m)] for s in seeds) / 3)
         assert list(r["regret_at"]) == ["10", "20", "30"]
         at = list(r["regret_at"].values())
         assert all(x >= 0 for x in at) and all(a >= b for a, b in zip(at, at[1:]))

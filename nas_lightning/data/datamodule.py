@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import deque
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -30,10 +31,24 @@ class _Episodes(IterableDataset):
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         dm = self.dm
+        dm._rewind()
         for _ in range(len(self)):
             pools = dm.train_pools()
             batch = sample_episodes(pools, dm.hparams.meta_batch, dm.hparams.support, dm.hparams.query, dm.generator)
+            dm._drawn.append(dm.generator.get_state())
             yield dm.shard(batch)
+
+
+class _EpisodeLoader(DataLoader):
+    """The meta-train loader. Its position lives in the DataModule's state (the generator after the
+    last batch training used), so a mid-epoch checkpoint resumes with the very next meta-batch:
+    the loader itself has nothing more to save (and says so, being ``Stateful`` for Lightning)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
 
 
 class NASTaskDataModule(L.LightningDataModule):
@@ -64,7 +79,11 @@ class NASTaskDataModule(L.LightningDataModule):
         super().__init__()
         self.save_hyperparameters()
         if support < 2 or query < 1:
-            raise UserError(f"support must be >= 2 and query >= 1, got support={support}, query={query}")
+            raise UserError(f"data.support must be >= 2 and data.query >= 1, got support={support}, query={query}")
+        for name, value in (("meta_batch", meta_batch), ("steps_per_epoch", steps_per_epoch),
+                            ("val_episodes", val_episodes), ("val_query", val_query), ("target_budget", target_budget)):
+            if value < 1:
+                raise UserError(f"data.{name} must be at least 1, got {value}")
         self.generator = torch.Generator().manual_seed(seed)
         self.train: list[Task] = []
         self.val: list[Task] = []
@@ -72,6 +91,10 @@ class NASTaskDataModule(L.LightningDataModule):
         self.fed_back: dict[str, list[int]] = {}
         self.val_batches: list[dict[str, torch.Tensor]] = []
         self.rank, self.world = 0, 1
+        # generator states after each drawn meta-batch not yet used by training (the loader
+        # prefetches), and the state after the last one used: what a checkpoint must hold
+        self._drawn: deque[torch.Tensor] = deque()
+        self._consumed: torch.Tensor | None = None
 
     # -- tasks -----------------------------------------------------------------------------
     def _resolve(self, specs: list[str]) -> list[Task]:
@@ -87,6 +110,13 @@ class NASTaskDataModule(L.LightningDataModule):
         self.resolve()
         if self.trainer is not None:
             self.rank, self.world = self.trainer.global_rank, self.trainer.world_size
+            self.check_world(self.world)
+
+    def check_world(self, world: int) -> None:
+        """Raise :class:`UserError` when the meta-batch cannot give every one of ``world`` processes an episode."""
+        if self.hparams.meta_batch < world:
+            raise UserError(f"data.meta_batch={self.hparams.meta_batch} is smaller than the {world} training processes "
+                            f"(devices x nodes); each needs at least one episode: raise data.meta_batch to {world} or more")
 
     def resolve(self) -> None:
         """Resolve the task specs, check roles, build oracles and the fixed validation episodes.
@@ -116,6 +146,10 @@ class NASTaskDataModule(L.LightningDataModule):
         for t in self.train + self.val:
             if t.size < hp.support + 1:
                 raise UserError(f"task {t.name} has {t.size} architectures, fewer than support+1={hp.support + 1}; lower data.support")
+        for t in self.train:
+            if t.size < hp.support + hp.query:
+                raise UserError(f"meta-train task {t.name} has {t.size} architectures, fewer than data.support + data.query = "
+                                f"{hp.support} + {hp.query}; lower data.query to at most {t.size - hp.support}")
         self.oracles = {t.name: Oracle(t, hp.target_budget, hp.noisy_oracle, seed=hp.seed) for t in targets}
         self.fed_back = {t.name: [] for t in targets}
         self._base_pools = [Pool.from_task(t) for t in self.train]
@@ -154,14 +188,34 @@ class NASTaskDataModule(L.LightningDataModule):
         self._rebuild_target_pools()
 
     def shard(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """This rank's share of a meta-batch (every rank draws the same batch, then slices)."""
+        """This rank's share of a meta-batch (every rank draws the same batch, then slices).
+
+        Under several processes each episode also gets a ``weight`` (world size / meta-batch):
+        the ranks' weighted sums, averaged by DDP, are the whole meta-batch's mean loss even when
+        the meta-batch does not split evenly.
+        """
         if self.world == 1:
             return batch
-        return {k: v[self.rank :: self.world] for k, v in batch.items()}
+        total = len(batch["support"])
+        out = {k: v[self.rank :: self.world] for k, v in batch.items()}
+        out["weight"] = torch.full((len(out["support"]),), self.world / total)
+        return out
 
     # -- loaders ---------------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(_Episodes(self), batch_size=None)
+        return _EpisodeLoader(_Episodes(self), batch_size=None)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """A meta-batch reaches training: the generator position after it is the one to save."""
+        if self.trainer is not None and self.trainer.training and self._drawn:
+            self._consumed = self._drawn.popleft()
+        return batch
+
+    def _rewind(self) -> None:
+        """Start a pass right after the last meta-batch training used (drops prefetched draws)."""
+        if self._consumed is not None:
+            self.generator.set_state(self._consumed)
+        self._drawn.clear()
 
     def val_dataloader(self) -> DataLoader | list:
         if not self.val_batches:
@@ -171,7 +225,7 @@ class NASTaskDataModule(L.LightningDataModule):
     # -- state -----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {
-            "generator": self.generator.get_state(),
+            "generator": self.generator.get_state() if self._consumed is None else self._consumed.clone(),
             "seen_tasks": [t.name for t in self.train + self.val],  # whose tables entered training or selection
             "fed_back": {k: list(v) for k, v in self.fed_back.items()},
             "oracles": {k: o.state_dict() for k, o in self.oracles.items()},
@@ -179,6 +233,7 @@ class NASTaskDataModule(L.LightningDataModule):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.generator.set_state(state["generator"])
+        self._consumed, self._drawn = None, deque()
         for name, st in state["oracles"].items():
             if name not in self.oracles:
                 raise UserError(f"checkpoint holds target {name}, which this run does not have; use the same data.target_tasks")

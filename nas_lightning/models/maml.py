@@ -1,9 +1,12 @@
 """MAML as pure functions over parameter dicts (after learn2learn's small API, in ``torch.func`` form).
 
-The inner loops of a meta-batch run batched across tasks: the meta-parameters are broadcast to
-``[T, ...]`` and the predictor is applied with ``torch.func.vmap(functional_call)``, so one
-autograd call yields every task's inner gradient (tasks are independent, so the gradient of the
-summed loss with respect to the broadcast parameters is exactly the per-task gradient).
+The inner loops of a meta-batch run batched across tasks. For a plain :class:`MLPPredictor`
+the fused path of :mod:`nas_lightning.models.fused` applies stacked per-task weights with
+batched matrix products and writes the inner gradient out by hand. Any other predictor takes
+the generic path: the meta-parameters are broadcast to ``[T, ...]`` and the predictor is applied
+with ``torch.func.vmap(functional_call)``, so one autograd call yields every task's inner
+gradient (tasks are independent, so the gradient of the summed loss with respect to the
+broadcast parameters is exactly the per-task gradient).
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torch.func import functional_call, vmap
+
+from nas_lightning.models import fused
 
 Params = dict[str, torch.Tensor]
 LOSSES = ("mse", "rank")
@@ -45,6 +50,9 @@ def batched_forward(model: nn.Module, params: Params, x: torch.Tensor,
                     z: torch.Tensor | None = None) -> torch.Tensor:
     """Apply ``model`` with per-task parameters ``{name: [T, ...]}`` to inputs ``[T, N, ...]``
     under optional per-task contexts ``z [T, C]``."""
+    spec = fused.mlp_spec(model)
+    if spec is not None:
+        return fused.forward(spec, params, x, z)[0]
     if z is None:
         return vmap(lambda p, xi: functional_call(model, p, (xi,)))(params, x)
     return vmap(lambda p, xi, zi: functional_call(model, p, (xi, zi)))(params, x, z)
@@ -73,6 +81,9 @@ def adapt(model: nn.Module, params: Params, inner_lrs: Params, x: torch.Tensor, 
     Returns:
         Adapted per-task parameters ``{name: [T, ...]}``.
     """
+    spec = fused.mlp_spec(model)
+    if spec is not None:
+        return _adapt_fused(spec, params, inner_lrs, x, y, steps, first_order, loss, mask, z)
     names = list(params)
     fast = broadcast(params, x.shape[0])
     for _ in range(steps):
@@ -83,6 +94,22 @@ def adapt(model: nn.Module, params: Params, inner_lrs: Params, x: torch.Tensor, 
         grads = torch.autograd.grad(total, [fast[k] for k in names], create_graph=not first_order)
         fast = {k: fast[k] - inner_lrs[k] * g for k, g in zip(names, grads)}
     return fast
+
+
+def _adapt_fused(spec: fused.MLPSpec, params: Params, inner_lrs: Params, x: torch.Tensor, y: torch.Tensor,
+                 steps: int, first_order: bool, loss: str, mask: torch.Tensor | None,
+                 z: torch.Tensor | None) -> Params:
+    """:func:`adapt` for an :class:`MLPPredictor`; the first step uses the shared meta-parameters."""
+    fast = params
+    for _ in range(steps):
+        second = not first_order and torch.is_grad_enabled()
+        with torch.set_grad_enabled(second):
+            cur = fast if second else {k: v.detach() for k, v in fast.items()}
+            zc = z if second or z is None else z.detach()
+            pred, cache = fused.forward(spec, cur, x, zc, keep=True)
+            grads = fused.grads(spec, cur, zc, cache, fused.loss_grad(pred, y, loss, mask))
+        fast = {k: fused.step(fast[k], inner_lrs[k], grads[k]) for k in params}
+    return fast if steps else broadcast(params, x.shape[0])
 
 
 def meta_loss(model: nn.Module, params: Params, inner_lrs: Params, xs: torch.Tensor, ys: torch.Tensor,

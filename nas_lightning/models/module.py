@@ -13,7 +13,7 @@ from torchmetrics.functional import kendall_rank_corrcoef, spearman_corrcoef
 
 from nas_lightning.benchmarks import space
 from nas_lightning.data.episodes import standardise
-from nas_lightning.models import maml
+from nas_lightning.models import fused, maml
 from nas_lightning.models.predictors import PREDICTORS, ContextEncoder
 
 log = logging.getLogger(__name__)
@@ -102,13 +102,25 @@ class MetaPredictor(L.LightningModule):
 
     # -- training ---------------------------------------------------------------------------
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        """One meta-step on this process's share of the meta-batch.
+
+        Under DDP (``trainer.world_size > 1``) each rank holds a slice of the meta-batch
+        (:meth:`NASTaskDataModule.shard`) with per-episode weights ``batch["weight"]`` that make
+        the ranks' losses add up to the whole meta-batch's mean; DDP's reducer averages the
+        gradients (the MAML graph reaches the real parameters, second-order terms included), so
+        every rank takes the step a single process takes on the whole meta-batch. The finiteness
+        check and the logged loss use that global mean, so every rank decides alike.
+        """
         opt = self.optimizers()
         xq = self.codes[batch["query"]]
         fast, z = self.adapt(batch["support"], batch["ys"], batch["maximise"])
-        loss = maml.episode_loss(maml.batched_forward(self.net, fast, xq, z), batch["yq"],
-                                 self.hparams.loss, batch["query_mask"]).mean()
-        if not torch.isfinite(loss):
-            msg = f"non-finite meta-loss {float(loss.detach())} at epoch {self.current_epoch}, step {self.global_step}"
+        per_episode = maml.episode_loss(maml.batched_forward(self.net, fast, xq, z), batch["yq"],
+                                        self.hparams.loss, batch["query_mask"])
+        weight = batch.get("weight")
+        loss = per_episode.mean() if weight is None else (per_episode * weight).sum()
+        total = self._meta_batch_loss(loss)
+        if not torch.isfinite(total):  # the same verdict on every rank: no rank leaves a collective behind
+            msg = f"non-finite meta-loss {float(total)} at epoch {self.current_epoch}, step {self.global_step}"
             if self.hparams.on_nan == "stop":
                 raise NonFiniteLoss(msg + "; lower model.lr or set model.on_nan skip")
             log.warning("%s: step skipped", msg)
@@ -119,8 +131,16 @@ class MetaPredictor(L.LightningModule):
             self.clip_gradients(opt, gradient_clip_val=self.hparams.grad_clip, gradient_clip_algorithm="norm")
         opt.step()
         self.lr_schedulers().step()
-        self.log("train/meta_loss", loss, prog_bar=True, batch_size=len(batch["support"]))
-        self.log("train/lr", opt.param_groups[0]["lr"], batch_size=len(batch["support"]))
+        n = int(batch["support"].shape[0]) * self.trainer.world_size
+        self.log("train/meta_loss", total, prog_bar=True, batch_size=n)
+        self.log("train/lr", opt.param_groups[0]["lr"], batch_size=n)
+
+    def _meta_batch_loss(self, loss: torch.Tensor) -> torch.Tensor:
+        """The whole meta-batch's mean loss (detached): the local loss, averaged over ranks under DDP."""
+        total = loss.detach().clone()  # a copy: the collective works in place
+        if self.trainer.world_size > 1:
+            total = self.trainer.strategy.reduce(total, reduce_op="mean")
+        return total
 
     def configure_optimizers(self):
         opt = torch.optim.Adam([p for p in self.parameters() if p.requires_grad], lr=self.hparams.lr)
@@ -151,9 +171,10 @@ class MetaPredictor(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         for name, metric in self.val_metrics.items():
             value = metric.compute()
-            self.log(f"val/{name}", value, prog_bar=name == "spearman_after")
+            # torchmetrics already gathered every rank's episodes; sync_dist keeps the ranks' copies equal
+            self.log(f"val/{name}", value, prog_bar=name == "spearman_after", sync_dist=True)
             if name == "spearman_after":
-                self.log("hp_metric", value)  # TensorBoard's hparams view pairs it with the config
+                self.log("hp_metric", value, sync_dist=True)  # TensorBoard's hparams view pairs it with the config
             metric.reset()
 
     # -- inference API ----------------------------------------------------------------------
@@ -195,8 +216,34 @@ class MetaPredictor(L.LightningModule):
             ys = ys if k else torch.zeros(members, 0, device=dev)
             z = self.context(xs, ys, torch.ones_like(ys, dtype=torch.bool), flag)
             fast = maml.broadcast(self.params(), members)
-        x = self.codes[candidates]
-        return torch.stack([  # members share the inputs: one plain forward each, no [M, C, D] copy
-            torch.func.functional_call(self.net, {n: v[m] for n, v in fast.items()}, (x, *([] if z is None else [z[m]])))
-            for m in range(members)
-        ])
+        return self._forward_members(fast, z, candidates)
+
+    def _forward_members(self, fast: maml.Params, z: torch.Tensor | None, candidates: torch.Tensor) -> torch.Tensor:
+        """Scores ``[M, C]`` of candidate indices under per-member parameters ``{name: [M, ...]}``.
+
+        Members share the inputs: one plain forward each, never an ``[M, C, D]`` copy. An MLP on
+        a binary encoding (one-hot, path) takes its first layer as a sum of the weight columns
+        of each candidate's set features (``embedding_bag``), not a dense product.
+        """
+        spec, active = fused.mlp_spec(self.net), self._active_features()
+        out = []
+        for m in range(len(next(iter(fast.values())))):
+            params, zm = {n: v[m] for n, v in fast.items()}, None if z is None else z[m]
+            if spec is None:
+                out.append(torch.func.functional_call(self.net, params, (self.codes[candidates], *([] if zm is None else [zm]))))
+            else:
+                out.append(fused.forward_single(spec, params, zm, self.codes, candidates, active))
+        return torch.stack(out)
+
+    def _active_features(self) -> torch.Tensor | None:
+        """Positions ``[NUM_ARCHS, n]`` of the set features of every code, if all codes are binary
+        with the same number ``n`` of ones (else ``None``); computed once per device."""
+        cached = getattr(self, "_active_cache", None)
+        if cached is not None and cached[0] == self.codes.device:
+            return cached[1]
+        ones = self.codes != 0
+        counts = ones.sum(-1)
+        binary = bool((self.codes[ones] == 1).all()) and bool((counts == counts[0]).all())
+        active = ones.nonzero()[:, 1].view(len(self.codes), -1) if binary else None
+        self._active_cache = (self.codes.device, active)
+        return active

@@ -63,8 +63,10 @@ class SearchCallback(L.Callback):
                 scorer = ModuleScorer(pl_module, oracle.direction == "max", self.members)
                 MetaSearch(scorer, batch=self.batch, beta=self.beta).run(oracle, self.per_round, self.generator)
                 pl_module.train(was_training)
-            state = trainer.strategy.broadcast(oracle.state_dict(), src=0)  # every rank: same history
-            oracle.load_state_dict(state)
+            # every rank: the same history, and the generator rank 0 advanced (what a checkpoint holds)
+            state = trainer.strategy.broadcast({"oracle": oracle.state_dict(), "generator": self.generator.get_state()}, src=0)
+            oracle.load_state_dict(state["oracle"])
+            self.generator.set_state(state["generator"])
             new = oracle.history()[0][before:]
             if self.feedback and len(new):
                 dm.refresh(name, new)
@@ -86,7 +88,7 @@ class SearchCallback(L.Callback):
         }
         if len(trainer.datamodule.oracles) > 1:
             metrics = {f"{k}/{name}": v for k, v in metrics.items()}
-        pl_module.log_dict(metrics, rank_zero_only=True)
+        pl_module.log_dict(metrics, sync_dist=True)  # the same on every rank (broadcast history, same weights)
         log.info("search on %s: best %s = %.4f after %d queries", name, space.to_string(best[0]), best[1], oracle.num_queries)
 
     def state_dict(self) -> dict[str, Any]:

@@ -18,7 +18,9 @@ from nas_lightning.errors import UserError
 from nas_lightning.models.checkpoint import load_predictor
 from nas_lightning.search import STRATEGIES, make_strategy
 from nas_lightning.search.callback import ModuleScorer
-from nas_lightning.search.ranking import rank_only
+from nas_lightning.search.ranking import csv_sources, rank_only
+from nas_lightning.search.suggest import METHODS as SUGGEST_METHODS
+from nas_lightning.search.suggest import suggest_support
 from nas_lightning.search.runner import format_table, run_comparison, write_results
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--rank-only", action="store_true", help="few-shot ranking of the whole task instead of a search")
     p.add_argument("--support", type=int, default=10, help="K: evaluated architectures to adapt on (--rank-only)")
     p.add_argument("--support-archs", help="file of NB201 strings, one per line: a fixed support set (--rank-only)")
+    p.add_argument("--suggest-support", type=int, metavar="K",
+                   help="print the K architectures to measure first on a new task, one NB201 string a line (needs --ckpt; "
+                        "--task restricts them to that table's architectures)")
+    p.add_argument("--suggest-method", default="dopt", help=f"how --suggest-support picks: {', '.join(SUGGEST_METHODS)}")
     p.add_argument("--meta-batch", type=int, default=1, help="meta: architectures queried per scoring step")
     p.add_argument("--meta-members", type=int, default=8, help="meta: bootstrap members (exploration)")
     p.add_argument("--meta-beta", type=float, default=0.5, help="meta: exploration weight")
@@ -68,10 +74,18 @@ def _device(name: str) -> str:
 
 def _read_support(path: str, task: Task) -> torch.Tensor:
     try:
-        lines = [ln.strip() for ln in Path(path).read_text().splitlines() if ln.strip()]
-    except OSError as err:
-        raise UserError(f"--support-archs {path!r} is unreadable ({err.strerror}); give a text file of NB201 strings") from None
-    idx = torch.tensor([space.from_string(ln) for ln in lines], dtype=torch.long)
+        lines = Path(path).read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        reason = getattr(err, "strerror", None) or type(err).__name__
+        raise UserError(f"--support-archs {path!r} is unreadable ({reason}); give a text file of NB201 strings") from None
+    archs = []
+    for n, ln in enumerate(lines, start=1):
+        if ln.strip():
+            try:
+                archs.append(space.from_string(ln.strip()))
+            except UserError as err:
+                raise UserError(f"--support-archs {path!r}, line {n}: {err}") from None
+    idx = torch.tensor(archs, dtype=torch.long)
     if len(idx) < 2:
         raise UserError(f"--support-archs {path!r} lists {len(idx)} architectures; give at least 2")
     missing = idx[~task.contains(idx)]
@@ -98,8 +112,38 @@ def _seen_note(module, task: Task) -> dict:
     return {"checkpoint_trained_on_task": seen, "checkpoint_fed_back_queries": fed}
 
 
+def _transfer_sources(module, task: Task) -> list[Task]:
+    """The checkpoint's csv training tables that exist here (best-matching ``transfer``)."""
+    names = module.trained_on["tasks"]
+    if not any(n.startswith("csv:") for n in names):
+        return []
+    sources, missing = csv_sources(names, exclude=task.name, exclude_path=task.name[len("csv:"):].rpartition("#")[0]
+                                   if task.name.startswith("csv:") else None)
+    if missing and not sources:
+        log.warning("transfer skipped: none of the checkpoint's %d training tables is here (e.g. %s); "
+                    "give one with --source csv:PATH", len(missing), missing[0])
+    elif missing:
+        log.warning("transfer: %d of the checkpoint's training tables are missing here (e.g. %s); choosing among the other %d",
+                    len(missing), missing[0], len(sources))
+    return sources
+
+
+def _suggest(args: argparse.Namespace) -> int:
+    if not args.ckpt:
+        raise UserError("--suggest-support needs --ckpt (a predictor checkpoint from train.py)")
+    task = _one_task(args.task, args.official_path) if args.task else None
+    module = load_predictor(args.ckpt, _device(args.device))
+    chosen = suggest_support(module, args.suggest_support, None if task is None else task.archs,
+                             task is not None and task.direction == "max", args.suggest_method)
+    for i in chosen.tolist():
+        print(space.to_string(i))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.suggest_support is not None:
+        return _suggest(args)
     if args.list_tasks:
         specs = [args.task] if args.task else embedded_specs()
         for t in (t for s in specs for t in parse_spec(s, args.official_path)):
@@ -109,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError("--task SPEC is required (see python search.py --list-tasks)")
     if args.seeds < 1:
         raise UserError(f"--seeds must be at least 1, got {args.seeds}")
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise UserError(f"--out {args.out!r} is a file; give a folder (it is created if missing)")
     task = _one_task(args.task, args.official_path)
     source = _one_task(args.source, args.official_path) if args.source else None
     device = _device(args.device)
@@ -119,12 +165,17 @@ def main(argv: list[str] | None = None) -> int:
         module = load_predictor(args.ckpt, device) if args.ckpt else None
         if module is None:
             raise UserError("--rank-only needs --ckpt (a predictor checkpoint from train.py)")
-        results = rank_only(task, module, len(fixed) if fixed is not None else args.support, args.seeds, source, fixed)
+        sources = _transfer_sources(module, task) if source is None else None
+        results = rank_only(task, module, len(fixed) if fixed is not None else args.support, args.seeds, source, fixed, sources)
         results.update(_seen_note(module, task))
         for name in ("meta", "transfer", "params", "scratch"):
             if name in results:
                 r = results[name]
                 print(f"{name:10s} spearman {r['spearman_mean']:.4f} ± {r['spearman_std']:.4f}   kendall {r['kendall_mean']:.4f} ± {r['kendall_std']:.4f}")
+        if sources and "transfer" in results:
+            picks = results["transfer"]["sources"]
+            top = max(set(picks), key=picks.count)
+            print(f"transfer: best-matching table of {len(sources)} training tables per draw (most picked: {top}, {picks.count(top)}/{len(picks)})")
         if args.out:
             _write_json(results, Path(args.out))
         return 0

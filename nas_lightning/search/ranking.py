@@ -2,19 +2,22 @@
 
 Baselines, side by side on the same support draws:
 ``scratch`` (the same network trained on the support only), ``params`` (rank by parameter
-count, oriented by the support), ``transfer`` (a source table as the ranking).
+count, oriented by the support), ``transfer`` (a source table as the ranking: a fixed one, or,
+per draw, the candidate table that agrees best with the support, see :func:`best_source`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import statistics
+from pathlib import Path
 
 import torch
 from torchmetrics.functional import kendall_rank_corrcoef, spearman_corrcoef
 
 from nas_lightning.benchmarks.oracle import Oracle
-from nas_lightning.benchmarks.tables import load_embedded
+from nas_lightning.benchmarks.tables import load_csv, load_embedded
 from nas_lightning.benchmarks.task import Task
 from nas_lightning.models import maml
 from nas_lightning.models.module import MetaPredictor
@@ -53,8 +56,60 @@ def _orient(ranking: torch.Tensor, support_pos: torch.Tensor, targets: torch.Ten
     return ranking if r >= 0 or r != r else -ranking
 
 
+def csv_sources(names: list[str], exclude: str | None = None,
+                exclude_path: str | None = None) -> tuple[list[Task], list[str]]:
+    """The csv tables among task ``names`` (a checkpoint's training tasks) that exist here.
+
+    A ``csv:<path>#<column>`` name is read back from its path (relative paths from the current
+    folder, as train.py resolved them); other specs are not device tables and are left out.
+    The task named ``exclude`` and any table in the file ``exclude_path`` (the task being ranked,
+    however its path is spelt) are never sources.
+
+    Returns:
+        The tables found and the paths of those missing.
+    """
+    found, missing = [], []
+    for name in names:
+        if not name.startswith("csv:") or name == exclude:
+            continue
+        path, _, column = name[len("csv:"):].rpartition("#")
+        if not Path(path).is_file():
+            missing.append(path)
+            continue
+        if exclude_path and Path(exclude_path).is_file() and os.path.samefile(path, exclude_path):
+            continue
+        found += load_csv(path, column or None)
+    return found, missing
+
+
+def best_source(sources: list[Task], support: torch.Tensor, targets: torch.Tensor) -> tuple[Task | None, float]:
+    """The source whose values agree best (Spearman, direction folded in) with the support.
+
+    Reads only the support's values (``targets``, higher is better) and the sources' own tables.
+    Sources holding fewer than 3 of the support architectures are skipped.
+    """
+    best, best_r = None, float("-inf")
+    for src in sources:
+        inside = src.contains(support)
+        if int(inside.sum()) < 3:
+            continue
+        r = float(spearman_corrcoef((src.lookup(support[inside]) * src.sign).double(), targets[inside].double()))
+        if r == r and r > best_r:
+            best, best_r = src, r
+    return best, best_r
+
+
+def _as_ranking(source: Task, archs: torch.Tensor) -> torch.Tensor:
+    """A source table as a ranking of ``archs`` (higher is better); absent ones rank last."""
+    inside = source.contains(archs)
+    ranked = torch.full((len(archs),), float("nan"))
+    ranked[inside] = (source.lookup(archs[inside]) * source.sign).float()
+    return torch.nan_to_num(ranked, nan=float(ranked[inside].min()) if inside.any() else 0.0)
+
+
 def rank_only(task: Task, module: MetaPredictor | None, support: int, seeds: int,
-              source: Task | None = None, support_archs: torch.Tensor | None = None) -> dict:
+              source: Task | None = None, support_archs: torch.Tensor | None = None,
+              sources: list[Task] | None = None) -> dict:
     """Adapt on ``support`` architectures per seed and rank every architecture of ``task``.
 
     The support values come through an :class:`Oracle` (budget ``support``); the whole table is
@@ -65,15 +120,18 @@ def rank_only(task: Task, module: MetaPredictor | None, support: int, seeds: int
         module: the meta-learned predictor (``None``: baselines only).
         support: K, architectures evaluated per draw.
         seeds: number of support draws (seed ``i`` for draw ``i``).
-        source: a source task for the ``transfer`` baseline.
+        source: a fixed source task for the ``transfer`` baseline.
         support_archs: a fixed support set instead of random draws (then one draw).
+        sources: candidate source tasks; without ``source``, each draw's ``transfer`` uses the
+            one agreeing best with that draw's support (:func:`best_source`).
 
     Returns:
         Per method: ``spearman_mean``, ``spearman_std``, ``kendall_mean``, ``kendall_std`` and
-        the per-draw values; plus the task, K and draws.
+        the per-draw values (``transfer`` also lists its ``sources``); plus the task, K, draws.
     """
     params_table = load_embedded("cifar10", "params")
     scores: dict[str, list[tuple[float, float]]] = {}
+    picked: list[str] = []
     draws = 1 if support_archs is not None else seeds
     for seed in range(draws):
         oracle = Oracle(task, budget=support, seed=seed)
@@ -91,12 +149,10 @@ def rank_only(task: Task, module: MetaPredictor | None, support: int, seeds: int
             methods["meta"] = module.score(chosen, targets, archs, oracle.direction == "max")[0].cpu()
             methods["scratch"] = scratch_scores(module, chosen, targets, archs, seed)
         methods["params"] = _orient(params_table.lookup(archs).float(), pos, targets)
-        if source is not None:
-            inside = source.contains(archs)
-            ranked = torch.full((len(archs),), float("nan"))
-            ranked[inside] = (source.lookup(archs[inside]) * source.sign).float()
-            ranked = torch.nan_to_num(ranked, nan=float(ranked[inside].min()) if inside.any() else 0.0)
-            methods["transfer"] = ranked
+        src = source if source is not None else best_source(sources or [], chosen, targets)[0]
+        if src is not None:
+            methods["transfer"] = _as_ranking(src, archs)
+            picked.append(src.name)
         for name, pred in methods.items():
             scores.setdefault(name, []).append(_corr(pred, truth))
     out: dict = {"task": task.name, "support": support, "draws": draws}
@@ -107,4 +163,6 @@ def rank_only(task: Task, module: MetaPredictor | None, support: int, seeds: int
             "kendall_mean": statistics.fmean(kt), "kendall_std": statistics.pstdev(kt),
             "spearman": sp, "kendall": kt,
         }
+    if "transfer" in out:
+        out["transfer"]["sources"] = picked
     return out

@@ -91,6 +91,7 @@ def _summarize(per_seed: list[dict[str, Any]], budget: int) -> dict[str, Any]:
         "regret_at": {str(m): float(mean_curve[m - 1]) for m in checkpoints(budget)},
         "regret_curve_mean": mean_curve.tolist(),
         "hit_optimum_rate": sum(f is not None for f in found) / len(found),
+        "hit_rate_at": {str(m): sum(f is not None and f <= m for f in found) / len(found) for m in checkpoints(budget)},
         "queries_to_optimum_median": None if math.isinf(to_opt) else int(to_opt),
         "best_arch": best_arch,
         "best_arch_value": value_of.get(best_arch),

@@ -1,0 +1,188 @@
+"""``maml``: meta-training throughput of the batched meta-step against a per-task Python loop.
+
+Both compute the meta-gradient of the default predictor (MLP, width 128, one-hot + path
+encoding, context 32, Meta-SGD inner learning rates, rank loss) on the same episodes: the
+batched step is what ``MetaPredictor.training_step`` runs (``adapt`` + query loss + backward),
+the loop is ``maml.meta_loss_loop`` (learn2learn style). Their gradients are checked equal in
+float64 on every configuration before anything is timed.
+
+Peak memory: on CPU, the rise of the resident set size (``VmHWM`` after a reset through
+``/proc/self/clear_refs``) over two meta-steps, above the steady state after a warm-up step,
+each configuration and method in a fresh interpreter; on GPU, ``torch.cuda.max_memory_allocated``
+above the memory allocated before the steps.
+"""
+
+from __future__ import annotations
+
+import copy
+import gc
+import itertools
+import json
+import sys
+import time
+from typing import Any, Callable
+
+import torch
+from torch.testing import assert_close
+
+from nas_lightning.bench import common
+from nas_lightning.benchmarks import space
+from nas_lightning.models import maml
+from nas_lightning.models.module import MetaPredictor
+
+Batch = dict[str, torch.Tensor]
+
+
+def grid(tiny: bool) -> list[dict[str, Any]]:
+    """The configurations: meta-batch x inner steps x order (K = 10, Q = 100, width 128)."""
+    if tiny:
+        return [{"meta_batch": 2, "steps": s, "order": o, "support": 3, "query": 5, "hidden": 16}
+                for s, o in ((1, "second"), (2, "first"))]
+    return [{"meta_batch": t, "steps": s, "order": o, "support": 10, "query": 100, "hidden": 128}
+            for t, s, o in itertools.product((8, 32, 128), (1, 5), ("first", "second"))]
+
+
+def setup(cfg: dict[str, Any], device: str, seed: int = 0) -> tuple[MetaPredictor, Batch]:
+    """The default predictor (seeded) and one meta-batch of random episodes (standard-normal targets)."""
+    torch.manual_seed(seed)
+    module = MetaPredictor(hidden=cfg["hidden"], inner_steps=cfg["steps"], first_order=cfg["order"] == "first").to(device)
+    g = torch.Generator().manual_seed(seed)
+    t, k, q = cfg["meta_batch"], cfg["support"], cfg["query"]
+    idx = torch.randint(space.NUM_ARCHS, (t, k + q), generator=g)
+    batch = {"support": idx[:, :k], "query": idx[:, k:], "ys": torch.randn(t, k, generator=g),
+             "yq": torch.randn(t, q, generator=g), "query_mask": torch.ones(t, q, dtype=torch.bool),
+             "maximise": torch.rand(t, generator=g) < 0.5}
+    return module, {n: v.to(device) for n, v in batch.items()}
+
+
+def batched_step(module: MetaPredictor, b: Batch) -> torch.Tensor:
+    """The project's meta-step: what ``training_step`` computes before the optimizer."""
+    fast, z = module.adapt(b["support"], b["ys"], b["maximise"])
+    pred = maml.batched_forward(module.net, fast, module.codes[b["query"]], z)
+    loss = maml.episode_loss(pred, b["yq"], module.hparams.loss, b["query_mask"]).mean()
+    module.zero_grad(set_to_none=True)
+    loss.backward()
+    return loss
+
+
+def loop_step(module: MetaPredictor, b: Batch) -> torch.Tensor:
+    """The same meta-gradient by the per-task loop (the context is the same batched encoder)."""
+    hp = module.hparams
+    xs, xq = module.codes[b["support"]], module.codes[b["query"]]
+    z = module.context(xs, b["ys"], torch.ones_like(b["ys"], dtype=torch.bool), b["maximise"])
+    loss = maml.meta_loss_loop(module.net, module.params(), module.lrs(), xs, b["ys"], xq, b["yq"],
+                               hp.inner_steps, hp.first_order, hp.loss, z)
+    module.zero_grad(set_to_none=True)
+    loss.backward()
+    return loss
+
+
+METHODS: dict[str, Callable[[MetaPredictor, Batch], torch.Tensor]] = {"loop": loop_step, "batched": batched_step}
+
+
+def check_gradients(module: MetaPredictor, b: Batch) -> float:
+    """Assert both methods give the same loss and meta-gradient (float64); the largest difference."""
+    m64 = copy.deepcopy(module).double()
+    b64 = {n: v.double() if v.is_floating_point() else v for n, v in b.items()}
+    out = {}
+    for name, fn in METHODS.items():
+        loss = fn(m64, b64)
+        out[name] = [loss.detach()] + [p.grad.clone() for p in m64.parameters() if p.requires_grad]
+    worst = 0.0
+    for a, c in zip(out["batched"], out["loop"]):
+        assert_close(a, c, rtol=1e-7, atol=1e-9)
+        worst = max(worst, float((a - c).abs().max()))
+    return worst
+
+
+def probe(args: dict[str, Any]) -> dict[str, Any]:
+    """Peak memory of two meta-steps of one method, measured in this (fresh) interpreter."""
+    module, b = setup(args["cfg"], args["device"])
+    fn = METHODS[args["method"]]
+    fn(module, b)  # warm-up: lazy allocations, thread pools
+    gc.collect()
+    if args["device"] == "cuda":
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        fn(module, b), fn(module, b)
+        torch.cuda.synchronize()
+        return {"peak_mb": (torch.cuda.max_memory_allocated() - base) / 2**20, "how": "torch.cuda.max_memory_allocated"}
+    base = common.rss_now_kb()
+    how = "VmHWM after clear_refs" if common.reset_peak_rss() else "ru_maxrss (not reset: a lower bound)"
+    fn(module, b), fn(module, b)
+    return {"peak_mb": max(0, common.peak_rss_kb() - base) / 1024, "how": how}
+
+
+def measure(cfg: dict[str, Any], device: str, reps: int, memory: bool = True) -> dict[str, Any]:
+    """Time both methods on one configuration (interleaved repetitions), check, probe memory."""
+    module, b = setup(cfg, device)
+    row: dict[str, Any] = {**cfg, "device": device, "grad_max_abs_diff": check_gradients(module, b)}
+    calls, samples = {}, {n: [] for n in METHODS}
+    for name, fn in METHODS.items():  # warm-up, and how many calls make one repetition
+        start = time.perf_counter()
+        fn(module, b)
+        common.sync(device)
+        calls[name] = max(1, round(0.2 / max(time.perf_counter() - start, 1e-6)))
+    for _ in range(reps):  # interleaved, so a change of load hits both alike
+        for name, fn in METHODS.items():
+            start = time.perf_counter()
+            for _ in range(calls[name]):
+                fn(module, b)
+            common.sync(device)
+            samples[name].append((time.perf_counter() - start) / calls[name])
+    for name in METHODS:
+        s = sorted(samples[name])
+        sec = s[len(s) // 2]
+        row[name] = {"seconds_per_step": sec, "episodes_per_s": cfg["meta_batch"] / sec, "min_s": s[0], "max_s": s[-1]}
+    row["speedup"] = row["loop"]["seconds_per_step"] / row["batched"]["seconds_per_step"]
+    if memory:
+        for name in METHODS:
+            row[name].update(common.run_probe("nas_lightning.bench.maml", {"cfg": cfg, "device": device, "method": name}))
+    return row
+
+
+def run(tiny: bool = False, devices: list[str] | None = None, reps: int | None = None) -> dict[str, Any]:
+    """The whole benchmark; returns the JSON-ready result."""
+    devices = devices or ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    reps = reps or (3 if tiny else 7)
+    rows = [measure(cfg, dev, reps) for dev in devices for cfg in grid(tiny)]
+    return {"benchmark": "maml", "machine": common.machine(), "reps": reps, "loss": "rank",
+            "predictor": "mlp, one-hot + path encoding, context 32, Meta-SGD inner learning rates",
+            "results": rows, "targets": targets(rows)}
+
+
+def targets(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The issue's targets on CPU: >= 5x at meta-batch 32, more at 128 (per configuration)."""
+    cpu = [r for r in rows if r["device"] == "cpu"]
+    at = {(r["meta_batch"], r["steps"], r["order"]): r["speedup"] for r in cpu}
+    k32 = [k for k in at if k[0] == 32]
+    return {
+        "speedup_ge_5_at_32": {f"steps={k[1]} {k[2]}": {"speedup": at[k], "met": at[k] >= 5} for k in k32},
+        "more_at_128_than_32": {f"steps={k[1]} {k[2]}": {"speedup_128": at.get((128,) + k[1:]), "met": (at.get((128,) + k[1:]) or 0) > at[k]} for k in k32},
+    }
+
+
+def markdown(res: dict[str, Any]) -> str:
+    """The section for BENCHMARKS.md."""
+    rows = []
+    for r in res["results"]:
+        rows.append([r["device"], r["meta_batch"], r["steps"], r["order"], f"{r['loop']['episodes_per_s']:.0f}",
+                     f"{r['batched']['episodes_per_s']:.0f}", f"**{r['speedup']:.2f}x**",
+                     _mb(r["loop"].get("peak_mb")), _mb(r["batched"].get("peak_mb")), f"{r['grad_max_abs_diff']:.1e}"])
+    t = common.table(["device", "meta-batch", "inner steps", "order", "loop ep/s", "batched ep/s", "speedup",
+                      "loop peak MB", "batched peak MB", "max |grad diff| (f64)"], rows)
+    lines = [t, ""]
+    for name, checks in res["targets"].items():
+        for cfg, c in checks.items():
+            lines.append(f"- target {name.replace('_', ' ')} ({cfg}): {common.verdict(c['met'])} "
+                         f"({c.get('speedup', c.get('speedup_128')):.2f}x)" if c.get("speedup", c.get("speedup_128")) else f"- target {name} ({cfg}): no data")
+    return "\n".join(lines)
+
+
+def _mb(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1f}"
+
+
+if __name__ == "__main__":  # the memory probe: one configuration and method, in a fresh interpreter
+    print(json.dumps(probe(json.loads(sys.argv[1]))))

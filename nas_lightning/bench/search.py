@@ -1,0 +1,169 @@
+"""``search``: the results tables. Every strategy of ``search.py`` on the three NB201 datasets as
+held-out targets (each with its own checkpoint), and the few-shot device-latency ranking.
+
+Checkpoints are ``<ckpt-dir>/runs/<run>/checkpoints/last.ckpt``, what ``python train.py
+--config configs/<run>.yaml`` writes; a missing one is trained first (timed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import io
+import json
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from nas_lightning.bench import common
+from nas_lightning.bench.train import TINY_ARGS, timed_train
+from nas_lightning.search import STRATEGIES
+from nas_lightning.search import cli as search_cli
+
+log = logging.getLogger(__name__)
+# (dataset, target spec, run name / config, transfer source: the other dataset closest to it)
+TARGETS = [
+    ("ImageNet16-120", "nb201/ImageNet16-120/val_acc", "default", "nb201/cifar100/val_acc"),
+    ("cifar100", "nb201/cifar100/val_acc", "target_cifar100", "nb201/cifar10/val_acc"),
+    ("cifar10", "nb201/cifar10/val_acc", "target_cifar10", "nb201/cifar100/val_acc"),
+]
+DEVICE_RUN = "device_latency"
+DEVICE_DATA = common.ROOT.parent / "shared" / "data" / "nb201-device-latency"
+MARKS = (10, 20, 50, 100)
+
+
+def marks(budget: int) -> list[int]:
+    """Query counts the tables report: 10, 20, 50, 100 up to the budget, and the budget."""
+    return sorted({m for m in MARKS if m <= budget} | {budget})
+
+
+def checkpoint(run: str, ckpt_dir: Path, tiny: bool, extra: list[str] | None = None) -> tuple[Path, dict[str, Any] | None]:
+    """The run's ``last.ckpt``, trained first when missing; with the training's timing if it ran."""
+    path = ckpt_dir / "runs" / run / "checkpoints" / "last.ckpt"
+    if path.is_file():
+        return path, None
+    args = [] if run == "default" else ["--config", str(common.ROOT / "configs" / f"{run}.yaml")]
+    log.info("training %s into %s", run, ckpt_dir)
+    timing = timed_train(args + (extra or []) + (TINY_ARGS if tiny else []), ckpt_dir)
+    return path, timing
+
+
+def _cli(argv: list[str]) -> dict[str, Any]:
+    """Run ``search.py ARGV`` in this process (its table printed to our log) and read its results.json."""
+    out = Path(argv[argv.index("--out") + 1])
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        search_cli.main(argv)
+    log.info("search.py %s\n%s", " ".join(argv), buf.getvalue())
+    return json.loads((out / "results.json").read_text())
+
+
+def nb201(ckpt_dir: Path, out: Path, seeds: int, budget: int, device: str, tiny: bool) -> dict[str, Any]:
+    """Every strategy on each NB201 dataset as the held-out target."""
+    res: dict[str, Any] = {}
+    for dataset, spec, run, source in TARGETS[:1] if tiny else TARGETS:
+        ckpt, training = checkpoint(run, ckpt_dir, tiny)
+        start = time.perf_counter()
+        argv = ["--task", spec, "--strategy", ",".join(STRATEGIES), "--source", source, "--budget", str(budget),
+                "--seeds", str(seeds), "--ckpt", str(ckpt), "--out", str(out / f"search_{dataset}"), "--device", device]
+        results = _cli(argv)
+        res[dataset] = {"task": spec, "checkpoint": str(ckpt), "run": run, "transfer_source": source, "training": training,
+                        "command": "python search.py " + " ".join(argv), "seconds": time.perf_counter() - start,
+                        "optimum": results["optimum"], "strategies": _summary(results, budget)}
+    return res
+
+
+def _summary(results: dict[str, Any], budget: int) -> dict[str, Any]:
+    out = {}
+    for name, r in results["strategies"].items():
+        found = [s["found_optimum_at"] for s in r["per_seed"]]
+        out[name] = {"regret_at": {str(m): r["regret_at"].get(str(m)) for m in marks(budget)},
+                     "hit_rate": {str(m): sum(f is not None and f <= m for f in found) / len(found) for m in marks(budget)},
+                     "queries_to_optimum_median": r["queries_to_optimum_median"], "seconds_per_run": r["seconds_mean"]}
+    return out
+
+
+def held_out_devices(config: Path, data: Path) -> list[Path]:
+    """The latency tables the device config neither trains nor selects on."""
+    cfg = yaml.safe_load(config.read_text())["data"]
+    used = [s[len("csv:"):] for s in cfg.get("train_tasks", []) + cfg.get("val_tasks", []) if s.startswith("csv:")]
+    return [p for p in sorted(data.glob("*.csv.gz")) if not any(fnmatch.fnmatch(p.name, pat) for pat in used)]
+
+
+def devices(ckpt_dir: Path, out: Path, seeds: int, device: str, tiny: bool) -> dict[str, Any] | None:
+    """Few-shot latency ranking (K = 10) of every held-out device: meta, transfer, params, scratch."""
+    config = common.ROOT / "configs" / f"{DEVICE_RUN}.yaml"
+    if not config.is_file() or not DEVICE_DATA.is_dir():
+        log.warning("device-latency table skipped: %s or %s is missing", config, DEVICE_DATA)
+        return None
+    ckpt, training = checkpoint(DEVICE_RUN, ckpt_dir, tiny, ["--data.csv_dir", str(DEVICE_DATA.resolve())])
+    rows = {}
+    for table in held_out_devices(config, DEVICE_DATA)[: 1 if tiny else None]:
+        name = table.name.removesuffix(".csv.gz")
+        argv = ["--rank-only", "--task", f"csv:{table}", "--ckpt", str(ckpt), "--support", "10", "--seeds", str(seeds),
+                "--out", str(out / f"rank_{name}"), "--device", device]
+        r = _cli(argv)
+        rows[name] = {m: {"spearman_mean": r[m]["spearman_mean"], "spearman_std": r[m]["spearman_std"],
+                          "kendall_mean": r[m]["kendall_mean"]} for m in ("meta", "transfer", "params", "scratch") if m in r}
+    return {"checkpoint": str(ckpt), "training": training, "support": 10, "draws": seeds, "devices": rows}
+
+
+def run(tiny: bool = False, device: str = "cpu", ckpt_dir: str | None = None, seeds: int | None = None,
+        budget: int | None = None) -> dict[str, Any]:
+    """The whole benchmark; returns the JSON-ready result."""
+    seeds, budget = seeds or (2 if tiny else 20), budget or (5 if tiny else 100)
+    start = time.perf_counter()
+    res: dict[str, Any] = {"benchmark": "search", "machine": common.machine(), "seeds": seeds, "budget": budget}
+    with tempfile.TemporaryDirectory(prefix="nas_bench_search_") as tmp:
+        root = Path(ckpt_dir) if ckpt_dir else (Path(tmp) if tiny else common.ROOT)
+        res["ckpt_dir"] = str(root)
+        res["nb201"] = nb201(root, Path(tmp) / "out", seeds, budget, device, tiny)
+        res["device_latency"] = devices(root, Path(tmp) / "out", seeds, device, tiny)
+    res["seconds"] = time.perf_counter() - start
+    res["within_30_min"] = None if tiny else res["seconds"] < 1800
+    return res
+
+
+def markdown(res: dict[str, Any]) -> str:
+    """The sections for BENCHMARKS.md."""
+    out = [f"{res['seeds']} seeds per strategy, budget {res['budget']} (regret at 10, 20 and 50 from the same runs); "
+           "regret in accuracy points (mean over seeds); hit = share of seeds that queried the optimum within the "
+           "budget; q-to-opt = median queries until the optimum was queried (- : found by fewer than half the seeds)."]
+    for dataset, r in res["nb201"].items():
+        ms = marks(res["budget"])
+        rows = [[name, *[_f(s["regret_at"][str(m)]) for m in ms], f"{s['hit_rate'][str(ms[-1])]:.2f}",
+                 "-" if s["queries_to_optimum_median"] is None else s["queries_to_optimum_median"], f"{s['seconds_per_run']:.2f}"]
+                for name, s in r["strategies"].items()]
+        out += ["", f"**{dataset}** (target `{r['task']}`, checkpoint `runs/{r['run']}`, transfer from `{r['transfer_source']}`, "
+                f"optimum {r['optimum']['value']:.2f})", "",
+                common.table(["strategy", *[f"regret@{m}" for m in ms], f"hit@{ms[-1]}", "q-to-opt", "s / run"], rows)]
+    out += ["", "### Few-shot device latency (K = 10)", ""]
+    dl = res.get("device_latency")
+    if not dl:
+        out.append("_Not measured here: `configs/device_latency.yaml` or `../shared/data/nb201-device-latency` was missing._")
+    else:
+        methods = ("meta", "transfer", "params", "scratch")
+        rows = [[dev, *[_sp(r.get(m)) for m in methods]] for dev, r in dl["devices"].items()]
+        out += [f"Spearman over all 15,625 architectures, mean ± std over {dl['draws']} support draws of 10; held-out devices "
+                "(never trained or selected on); transfer = the checkpoint's training table agreeing best with the support.", "",
+                common.table(["held-out device", *methods], rows)]
+    trained = [(d, r["training"]) for d, r in res["nb201"].items() if r.get("training")]
+    if dl and dl.get("training"):
+        trained.append((DEVICE_RUN, dl["training"]))
+    if trained:
+        out += ["", "Checkpoints trained by this run: " + "; ".join(
+            f"`{t['train_command']}` {t['wall_s']:.0f} s, {t['peak_rss_mb']:.0f} MB" for _, t in trained)]
+    out += ["", f"Whole benchmark: {res['seconds'] / 60:.1f} min (limit 30 min: {common.verdict(res['within_30_min'])})."]
+    return "\n".join(out)
+
+
+def _f(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def _sp(r: dict[str, float] | None) -> str:
+    return "-" if r is None else f"{r['spearman_mean']:.3f} ± {r['spearman_std']:.3f}"

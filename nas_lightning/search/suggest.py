@@ -1,0 +1,123 @@
+"""Which architectures to measure first on a new device: a support set chosen under the prior.
+
+Before any measurement the meta-learned predictor still knows something: its prior (the
+meta-learned initialisation, under the context of an empty support and the task's direction)
+maps every architecture to hidden features, and adaptation mostly re-weights the last layer on
+them. A support that spreads over that feature space tells adaptation the most:
+
+* ``dopt`` (default): greedy D-optimal design on the last-layer features, each scaled by the
+  square root of its meta-learned inner learning rate (the kernel one inner step actually
+  uses). Each pick maximises the posterior variance of a Bayesian linear head given the picks
+  so far, i.e. the gain in ``log det``.
+* ``kcenter``: farthest-point (k-center greedy) in the standardised feature space.
+
+Both are deterministic for a given checkpoint; nothing here reads any task's values.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from nas_lightning.benchmarks import space
+from nas_lightning.errors import UserError
+from nas_lightning.models.module import MetaPredictor
+
+log = logging.getLogger(__name__)
+METHODS: tuple[str, ...] = ("dopt", "kcenter")
+
+
+@torch.no_grad()
+def prior_features(module: MetaPredictor, candidates: torch.Tensor, maximise: bool = False) -> torch.Tensor:
+    """Inputs of the predictor's last layer ``[C, H]`` for ``candidates`` under the prior.
+
+    The context is the one of an empty support with the given direction (as ``score`` with
+    ``k = 0``); the features are captured on the way into ``net.head``.
+    """
+    dev = module.codes.device
+    flag = torch.tensor([bool(maximise)], device=dev)
+    xs = torch.zeros(1, 0, module.codes.shape[1], device=dev)
+    ys = torch.zeros(1, 0, device=dev)
+    z = module.context(xs, ys, torch.ones_like(ys, dtype=torch.bool), flag)
+    captured: list[torch.Tensor] = []
+    handle = module.net.head.register_forward_hook(lambda mod, inp, out: captured.append(inp[0]))
+    try:
+        module.net(module.codes[candidates.to(dev).long()], None if z is None else z[0])
+    finally:
+        handle.remove()
+    return captured[0].float().cpu()
+
+
+def _head_scale(module: MetaPredictor) -> torch.Tensor:
+    """Square roots of the inner learning rates of the head's weights ``[H]`` (ones if absent)."""
+    lrs = module.lrs().get("head.weight")
+    if lrs is None:
+        return torch.ones(module.net.head.in_features)
+    return lrs.detach().abs().reshape(-1).float().cpu().sqrt()
+
+
+def greedy_dopt(features: torch.Tensor, k: int, ridge: float = 1.0) -> torch.Tensor:
+    """Greedy D-optimal design: ``k`` row indices of ``features [C, d]`` (a bias column is added).
+
+    Keeps the posterior covariance ``S`` of a linear head with prior ``N(0, I)`` and noise
+    ``ridge``; each pick is the row of largest posterior variance ``f^T S f``, then ``S`` takes a
+    rank-one update. Features are scaled so their mean squared norm is 1.
+    """
+    f = torch.cat([features.double(), torch.ones(len(features), 1, dtype=torch.float64)], 1)
+    f = f / f.pow(2).sum(1).mean().sqrt().clamp_min(1e-12)
+    cov = torch.eye(f.shape[1], dtype=torch.float64)
+    var = f.pow(2).sum(1)
+    picked: list[int] = []
+    for _ in range(k):
+        j = int(torch.argmax(var))
+        picked.append(j)
+        g = cov @ f[j]
+        denom = ridge + float(f[j] @ g)
+        cov -= torch.outer(g, g) / denom
+        var -= (f @ g).pow(2) / denom
+        var[picked] = float("-inf")
+    return torch.tensor(picked, dtype=torch.long)
+
+
+def kcenter(features: torch.Tensor, k: int) -> torch.Tensor:
+    """Farthest-point selection of ``k`` rows of standardised ``features``, from the row farthest
+    from the mean."""
+    f = features.double()
+    f = (f - f.mean(0)) / f.std(0).clamp_min(1e-8)
+    dist = f.pow(2).sum(1)
+    picked: list[int] = []
+    for _ in range(k):
+        j = int(torch.argmax(dist))
+        picked.append(j)
+        dist = torch.minimum(dist, (f - f[j]).pow(2).sum(1))
+        dist[picked] = float("-inf")
+    return torch.tensor(picked, dtype=torch.long)
+
+
+def suggest_support(module: MetaPredictor, k: int, candidates: torch.Tensor | None = None,
+                    maximise: bool = False, method: str = "dopt") -> torch.Tensor:
+    """The ``k`` architectures (indices, in pick order) to measure first on a new task.
+
+    Args:
+        module: the meta-learned predictor.
+        k: how many to suggest.
+        candidates: the architectures that may be measured (default: the whole space).
+        maximise: the metric's direction (latency: ``False``).
+        method: ``"dopt"`` or ``"kcenter"``.
+
+    Raises:
+        UserError: for an unknown method or ``k`` outside ``[2, len(candidates)]``.
+    """
+    if method not in METHODS:
+        raise UserError(f"unknown suggestion method {method!r}; choose one of {', '.join(METHODS)}")
+    cands = space.all_indices() if candidates is None else candidates.long().cpu()
+    if not 2 <= k <= len(cands):
+        raise UserError(f"--suggest-support must be between 2 and {len(cands)} (the candidates), got {k}")
+    feats = prior_features(module, cands, maximise)
+    if method == "dopt":
+        chosen = greedy_dopt(feats * _head_scale(module), k)
+    else:
+        chosen = kcenter(feats, k)
+    log.info("suggested %d of %d architectures by %s on the prior's last-layer features", k, len(cands), method)
+    return cands[chosen]

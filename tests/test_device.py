@@ -1,0 +1,209 @@
+"""Few-shot adaptation to a new device, on the measured latency tables of ``../shared/data``.
+
+Every test works on small copies of the device tables (the same 400 architectures of each, whole
+file names kept) in a temporary folder that ``--data.csv_dir`` points at, so the real config's
+relative specs and globs are what is tested. In that folder the held-out devices' files are
+corrupt: a run that read one would fail. Skipped when the data is absent.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from nas_lightning.benchmarks import space
+from nas_lightning.benchmarks.tables import parse_spec
+from nas_lightning.errors import UserError
+from nas_lightning.models.checkpoint import load_predictor
+from nas_lightning.search import cli as search_cli
+from nas_lightning.search.ranking import _corr, best_source, rank_only
+from nas_lightning.search.suggest import suggest_support
+from nas_lightning.training import build_cli, fit
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data" / "nb201-device-latency"
+CONFIG = REPO / "configs" / "device_latency.yaml"
+HELD_OUT = ("titan_rtx_1", "2080ti_256", "gold_6240", "silver_4114", "pixel3", "samsung_s7")
+ROWS = 400
+TINY = ["--data.steps_per_epoch", "3", "--trainer.max_epochs", "1", "--data.meta_batch", "4", "--data.query", "50",
+        "--data.val_query", "100", "--data.val_episodes", "2", "--model.hidden", "16", "--model.context", "8",
+        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+
+pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason=f"device latency tables not found at {DATA}")
+
+
+def _keep() -> set[str]:
+    """The architectures every small copy holds."""
+    order = torch.randperm(space.NUM_ARCHS, generator=torch.Generator().manual_seed(0))
+    return {space.to_string(i) for i in order[:ROWS].tolist()}
+
+
+def _rows(src: Path, keep: set[str]) -> list[str]:
+    """The header and the rows of ``keep`` of a gzipped table."""
+    with gzip.open(src, "rt") as f:
+        lines = f.read().splitlines()
+    return [lines[0]] + [ln for ln in lines[1:] if ln.split(",", 1)[0] in keep]
+
+
+@pytest.fixture(scope="module")
+def tables(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Small copies of every device table; the held-out ones are not gzip (any read fails)."""
+    out = tmp_path_factory.mktemp("device_tables")
+    keep = _keep()
+    for src in sorted(DATA.glob("*.csv.gz")):
+        if src.name.removesuffix(".csv.gz") in HELD_OUT:
+            (out / src.name).write_bytes(b"held out: never read me\n")
+        else:
+            with gzip.open(out / src.name, "wt") as f:
+                f.write("\n".join(_rows(src, keep)) + "\n")
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained(tables: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A tiny run of configs/device_latency.yaml on the copies (relative csv_dir, tmp cwd)."""
+    root = tmp_path_factory.mktemp("device_run")
+    (root / "tables").symlink_to(tables)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        cli = build_cli(["--config", str(CONFIG), "--data.csv_dir", "tables", *TINY])
+        fit(cli)
+    return root, cli, root / "runs" / "device_latency" / "checkpoints" / "last.ckpt"
+
+
+def test_config_names_no_held_out_device() -> None:
+    data = yaml.safe_load(CONFIG.read_text())["data"]
+    specs = data["train_tasks"] + data["val_tasks"]
+    assert data["target_tasks"] == [] and data["support"] == 10
+    for device in HELD_OUT:
+        assert not any(device in s for s in specs), device
+    assert not set(data["train_tasks"]) & set(data["val_tasks"])
+
+
+def test_held_out_devices_never_reach_training(trained) -> None:
+    root, cli, ckpt = trained
+    dm = cli.datamodule
+    names = [t.name for t in dm.train + dm.val]
+    assert len(dm.train) == 14 and len(dm.val) == 1 and not dm.oracles
+    for device in HELD_OUT:
+        assert not any(f"/{device}.csv" in n for n in names), device
+    seen = load_predictor(ckpt).trained_on["tasks"]
+    assert sorted(seen) == sorted(names)
+    assert cli.trainer.state.finished and (ckpt.parent / "best.ckpt").is_file()
+
+
+def test_a_held_out_table_is_unreadable_here(tables: Path) -> None:
+    """The leakage guard itself: reading a held-out copy fails, so the run above never did."""
+    with pytest.raises(UserError, match="unreadable"):
+        parse_spec(f"csv:{tables}/pixel3.csv.gz")
+
+
+def test_csv_globs_give_one_task_per_file(tables: Path) -> None:
+    tasks = parse_spec(f"csv:{tables}/titanxp_*.csv.gz")
+    assert [Path(t.name.split("#")[0]).name for t in tasks] == ["titanxp_1.csv.gz", "titanxp_256.csv.gz", "titanxp_32.csv.gz"]
+    assert all(t.direction == "min" and t.size == ROWS and t.name.endswith("#latency_ms") for t in tasks)
+
+
+def test_rank_metrics_handle_ties() -> None:
+    """Average ranks (Spearman) and tau-b (Kendall): a tied table against itself scores 1."""
+    tied = torch.tensor([3.0, 3.0, 5.0, 1.0, 5.0, 5.0, 2.0, 3.0])
+    assert _corr(tied, tied) == pytest.approx((1.0, 1.0))
+    ranks = torch.tensor([4.0, 4.0, 7.0, 1.0, 7.0, 7.0, 2.0, 4.0])  # average ranks of the ties
+    pred = torch.arange(8.0)
+    expected = float(torch.corrcoef(torch.stack([pred, ranks]))[0, 1])
+    assert _corr(pred, tied)[0] == pytest.approx(expected, abs=1e-6)
+
+
+def test_tie_heavy_phone_table_ranks_correctly(tables: Path) -> None:
+    task = parse_spec(f"csv:{tables}/essential_ph_1.csv.gz")[0]
+    assert len(torch.unique(task.values())) < task.size // 4  # whole milliseconds: many ties
+    out = rank_only(task, None, 10, 3, source=task)
+    assert out["transfer"]["spearman_mean"] == pytest.approx(1.0)
+    assert out["transfer"]["kendall_mean"] == pytest.approx(1.0)
+
+
+def test_best_matching_source_follows_the_support(tables: Path) -> None:
+    gpus = parse_spec(f"csv:{tables}/1080ti_*.csv.gz") + parse_spec(f"csv:{tables}/samsung_a50.csv.gz")
+    target = gpus[1]  # 1080ti_256, as if it were new: itself must win
+    support = target.archs[:10]
+    best, r = best_source(gpus, support, (target.lookup(support) * target.sign).float())
+    assert best is target and r == pytest.approx(1.0)
+
+
+def _run_cli(args: list[str], capsys: pytest.CaptureFixture) -> str:
+    assert search_cli.main(args) == 0
+    return capsys.readouterr().out
+
+
+def test_rank_only_on_a_partial_table_with_best_matching_transfer(trained, tmp_path: Path, capsys, monkeypatch) -> None:
+    root, _, ckpt = trained
+    monkeypatch.chdir(root)  # the checkpoint names its tables relative to where it was trained
+    partial = tmp_path / "mine.csv"  # 120 measured architectures of a device the run never saw
+    partial.write_text("\n".join(_rows(DATA / "pixel3.csv.gz", _keep())[:121]) + "\n")
+    out = _run_cli(["--rank-only", "--task", f"csv:{partial}", "--ckpt", str(ckpt), "--support", "10", "--seeds", "3",
+                    "--out", str(tmp_path / "res")], capsys)
+    for name in ("meta", "transfer", "params", "scratch"):
+        assert f"{name} " in out
+    assert "best-matching table of 15 training tables" in out
+    res = json.loads((tmp_path / "res" / "results.json").read_text())
+    trained_on = load_predictor(ckpt).trained_on["tasks"]
+    assert len(res["transfer"]["sources"]) == 3 and set(res["transfer"]["sources"]) <= set(trained_on)
+    assert res["draws"] == 3 and not res["checkpoint_trained_on_task"]
+    assert parse_spec(f"csv:{partial}")[0].size == 120
+
+
+def test_transfer_is_skipped_when_the_training_tables_are_gone(trained, tmp_path: Path, capsys, monkeypatch, caplog) -> None:
+    root, _, ckpt = trained
+    monkeypatch.chdir(tmp_path)  # 'tables/...' does not resolve from here
+    with caplog.at_level(logging.WARNING):
+        out = _run_cli(["--rank-only", "--task", f"csv:{root}/tables/titanx_1.csv.gz", "--ckpt", str(ckpt),
+                        "--seeds", "2"], capsys)
+    assert "transfer skipped" in caplog.text and "--source" in caplog.text
+    assert "transfer " not in out and "meta " in out
+
+
+def test_support_archs_with_csv_tasks(trained, tmp_path: Path, capsys, monkeypatch) -> None:
+    root, _, ckpt = trained
+    monkeypatch.chdir(root)
+    task = f"csv:{root}/tables/samsung_a50.csv.gz"
+    held = parse_spec(task)[0].archs
+    good = tmp_path / "good.txt"
+    good.write_text("\n".join(space.to_string(i) for i in held[:10].tolist()) + "\n")
+    out = _run_cli(["--rank-only", "--task", task, "--ckpt", str(ckpt), "--support-archs", str(good)], capsys)
+    assert "meta " in out
+    absent = next(i for i in range(space.NUM_ARCHS) if i not in set(held.tolist()))
+    bad = tmp_path / "bad.txt"
+    bad.write_text(good.read_text() + space.to_string(absent) + "\n")
+    with pytest.raises(UserError, match="is not in task"):
+        search_cli.main(["--rank-only", "--task", task, "--ckpt", str(ckpt), "--support-archs", str(bad)])
+
+
+def test_suggest_support_prints_k_distinct_architectures(trained, capsys) -> None:
+    _, _, ckpt = trained
+    lines = _run_cli(["--suggest-support", "10", "--ckpt", str(ckpt)], capsys).splitlines()
+    assert len(lines) == 10 and len(set(lines)) == 10
+    assert all(space.to_string(space.from_string(s)) == s for s in lines)
+    module = load_predictor(ckpt)
+    again = suggest_support(module, 10)
+    assert [space.to_string(i) for i in again.tolist()] == lines  # deterministic
+    kc = suggest_support(module, 7, method="kcenter")
+    assert len(torch.unique(kc)) == 7
+
+
+def test_suggest_support_within_a_table(trained, capsys) -> None:
+    root, _, ckpt = trained
+    task = parse_spec(f"csv:{root}/tables/silver_4210r.csv.gz")[0]
+    lines = _run_cli(["--suggest-support", "5", "--ckpt", str(ckpt), "--task", f"csv:{root}/tables/silver_4210r.csv.gz"],
+                     capsys).splitlines()
+    idx = torch.tensor([space.from_string(s) for s in lines])
+    assert len(lines) == 5 and bool(task.contains(idx).all())
+    with pytest.raises(UserError, match="suggestion method"):
+        search_cli.main(["--suggest-support", "5", "--ckpt", str(ckpt), "--suggest-method", "magic"])
+    with pytest.raises(UserError, match="needs --ckpt"):
+        search_cli.main(["--suggest-support", "5"])
