@@ -38,6 +38,11 @@ class FiniteModelCheckpoint(ModelCheckpoint):
     that does not improve would leave a stale ``last.ckpt`` and ``--ckpt_path last`` would go back.
     """
 
+    @property
+    def state_key(self) -> str:
+        # the plain ModelCheckpoint's key: checkpoints written before this subclass keep resuming
+        return super().state_key.replace(type(self).__qualname__, ModelCheckpoint.__qualname__, 1)
+
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)
         if self._should_save_on_train_epoch_end(trainer):

@@ -27,7 +27,7 @@ TARGET = "nb201/ImageNet16-120/val_acc"
 ARGS = ["--data.train_tasks", "[nb201/cifar10/val_acc]", "--data.val_tasks", "[nb201/cifar100/train_time]",
         "--data.meta_batch", "3", "--data.support", "3", "--data.query", "16", "--data.val_query", "40",
         "--data.val_episodes", "3", "--data.steps_per_epoch", "2", "--model.hidden", "16", "--model.context", "8",
-        "--trainer.max_epochs", "2", "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+        "--model.lr", "0.001", "--trainer.max_epochs", "2", "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
         "--trainer.accelerator", "cpu", "--search.per_round", "5", "--search.feedback", "true"]
 
 
@@ -97,17 +97,18 @@ def test_ddp_matches_single_process(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert torch.equal(r0["dm_generator"], single["dm_generator"])
     assert torch.equal(r0["search_generator"], single["search_generator"])
     # the first meta-gradient (second order, uneven split) is the whole meta-batch's; rank 0 alone
-    # would see half of it. Weights after 4 Adam steps: a gradient entry near 0 may flip sign by
-    # rounding (up to 2 lr apart after a step); a missing reduction moves most entries by ~lr.
+    # would see half of it. Weights after 4 Adam steps (lr 1e-3): an entry whose gradient is ~0
+    # may flip sign by rounding (up to 2 lr apart per step); a missing reduction moves most by ~lr.
     assert r0["first_grads"].keys() == single["first_grads"].keys() and len(single["first_grads"]) > 10
     for k, g in single["first_grads"].items():
         assert torch.equal(r0["first_grads"][k], r1["first_grads"][k]), k
         assert_close(r0["first_grads"][k], g, rtol=1e-4, atol=1e-8, msg=lambda m, k=k: f"grad {k}: {m}")
     diffs = torch.cat([(r0["params"][k] - v).abs().flatten() for k, v in single["params"].items()])
-    assert float(diffs.max()) < 5e-4 and float((diffs > 1e-6).float().mean()) < 0.01
+    assert float(diffs.max()) < 4 * 2e-3 and float((diffs > 1e-6).float().mean()) < 0.01, (
+        f"max {float(diffs.max()):.2e}, {int((diffs > 1e-6).sum())} of {len(diffs)} entries differ")
     assert r0["metrics"].keys() == single["metrics"].keys() and "val/spearman_after" in single["metrics"]
     for k, v in single["metrics"].items():
-        assert abs(r0["metrics"][k] - v) <= 1e-3 * max(1.0, abs(v)), k  # the weights agree to ~1e-4
+        assert abs(r0["metrics"][k] - v) <= 1e-2 * max(1.0, abs(v)), k  # the weights agree to ~1e-3
     # only rank 0 writes: one checkpoint directory, one log version
     assert (ddp_dir / "runs/default/checkpoints/last.ckpt").is_file()
     assert len(list((ddp_dir / "runs/default").glob("version_*"))) == 1

@@ -207,3 +207,22 @@ def test_suggest_support_within_a_table(trained, capsys) -> None:
         search_cli.main(["--suggest-support", "5", "--ckpt", str(ckpt), "--suggest-method", "magic"])
     with pytest.raises(UserError, match="needs --ckpt"):
         search_cli.main(["--suggest-support", "5"])
+
+
+def test_predict_writes_the_whole_space_ranked(trained, tmp_path: Path, capsys) -> None:
+    _, _, ckpt = trained
+    mine = tmp_path / "my_device.csv"  # ten measurements of a device the run never saw
+    mine.write_text("\n".join(_rows(DATA / "samsung_s7.csv.gz", _keep())[:11]) + "\n")
+    out = tmp_path / "ranking" / "all.csv"
+    text = _run_cli(["--predict", str(out), "--task", f"csv:{mine}", "--ckpt", str(ckpt)], capsys)
+    assert "from 10 measurements" in text
+    rows = out.read_text().splitlines()
+    assert rows[0] == "rank,arch,score,measured_latency_ms" and len(rows) == space.NUM_ARCHS + 1
+    body = [r.split(",") for r in rows[1:]]
+    assert [int(r[0]) for r in body] == list(range(1, space.NUM_ARCHS + 1))
+    assert len({r[1] for r in body}) == space.NUM_ARCHS
+    scores = [float(r[2]) for r in body]
+    assert scores == sorted(scores, reverse=True)
+    assert sum(1 for r in body if r[3]) == 10
+    with pytest.raises(UserError, match="needs --task"):
+        search_cli.main(["--predict", str(out), "--ckpt", str(ckpt)])

@@ -67,11 +67,11 @@ def test_forward_single_matches_module(context: int, sparse: bool) -> None:
         for p in net.parameters():
             p.copy_(0.3 * torch.randn_like(p))
     codes = net.encode(space.all_indices()).to(DT)
-    active = codes.nonzero()[:, 1].view(len(codes), -1) if sparse else None
     cand = torch.arange(5, space.NUM_ARCHS, 53)
+    bags = codes.nonzero()[:, 1].view(len(codes), -1)[cand] if sparse else None
     z = torch.randn(context, dtype=DT) if context else None
     params = dict(net.named_parameters())
-    got = fused.forward_single(fused.mlp_spec(net), params, z, codes, cand, active)
+    got = fused.forward_single(fused.mlp_spec(net), params, z, None if sparse else codes[cand], bags)
     want = functional_call(net, params, (codes[cand], *([] if z is None else [z])))
     assert_close(got, want.detach())
 

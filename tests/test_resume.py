@@ -4,6 +4,7 @@ result; a non-finite score or non-finite weights never become ``best.ckpt``."""
 
 from __future__ import annotations
 
+import copy
 import os
 import signal
 import subprocess
@@ -102,6 +103,20 @@ def test_resume_equals_straight(runs) -> None:
     assert torch.equal(s_ckpt["NASTaskDataModule"]["generator"], r_ckpt["NASTaskDataModule"]["generator"])
     assert torch.equal(s_ckpt["callbacks"]["SearchCallback"]["generator"], r_ckpt["callbacks"]["SearchCallback"]["generator"])
     _same_weights(s_ckpt["state_dict"], r_ckpt["state_dict"])
+
+
+def test_user_error_inside_fit_stays_a_user_error(runs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A UserError raised inside ``trainer.fit`` (here: restoring a foreign target's oracle, past the
+    pre-flight checks) reaches the caller unwrapped, so train.py prints it as one line."""
+    from nas_lightning.errors import UserError
+
+    ckpt = copy.deepcopy(runs["first"][1])
+    ckpt["NASTaskDataModule"]["oracles"]["nb201/cifar100/val_acc"] = ckpt["NASTaskDataModule"]["oracles"][TARGET]
+    torch.save(ckpt, tmp_path / "foreign.ckpt")
+    monkeypatch.chdir(tmp_path)
+    cli = build_cli(ARGS + ["--trainer.logger", "false"])
+    with pytest.raises(UserError, match="does not have"):
+        cli.trainer.fit(cli.model, cli.datamodule, ckpt_path=str(tmp_path / "foreign.ckpt"))
 
 
 def test_validation_does_not_draw_episodes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

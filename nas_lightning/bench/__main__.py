@@ -14,6 +14,7 @@ Each prints its table and writes ``<out>/<what>.json`` and ``<out>/<what>.md``.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import shlex
 import sys
@@ -89,11 +90,53 @@ def report(out: Path, target: Path) -> Path:
     for what in BENCHES:
         md = out / f"{what}.md"
         parts.append(md.read_text() if md.is_file() else f"## {TITLES[what]}\n\n_Not run yet: `python -m nas_lightning.bench {what}`._\n")
-    notes = out / "notes.md"
-    if notes.is_file():
-        parts.append(notes.read_text())
+    parts.append(closing_note(out))
     target.write_text("\n".join(parts))
     return target
+
+
+LIMITS = {
+    "maml": "The batched meta-step keeps every task's adapted weights (Meta-SGD learns one inner learning rate per "
+            "weight entry, so the adapted weights are not a low-rank update of the shared ones): about 52k floats per "
+            "task, written and read back several times per step (inner update, query products, and their backward). "
+            "At meta-batch 32 and more these tensors leave the L2 cache, so the step is bound by memory bandwidth "
+            "rather than by Python or kernel-launch overhead, and its cost grows linearly with the meta-batch; the "
+            "per-task loop touches the same data a task at a time, in cache, and pays about 900 small operator calls "
+            "per task instead. The rank loss over all Q x Q query pairs costs both the same.",
+    "scoring": "Scoring the whole space is bound by the second layer, one 15,625 x 128 x 128 matrix product per member "
+               "(the first layer is already a sum of 10 weight columns per architecture); adapting on the support "
+               "adds a few milliseconds.",
+    "train": "Training time is the meta-steps (2,000 of them) plus one search round per epoch.",
+    "search": "The meta strategy re-scores every unqueried architecture with 8 bootstrap members after each query.",
+}
+
+
+def closing_note(out: Path) -> str:
+    """The closing note: which targets were missed, and what limits each."""
+    missed = []
+    for what in BENCHES:
+        path = out / f"{what}.json"
+        if not path.is_file():
+            continue
+        res = json.loads(path.read_text())
+        if any(v is False for v in _verdicts(res)):
+            missed.append(what)
+    lines = ["## Closing note", ""]
+    if not missed:
+        lines.append("Every target that was measured was met.")
+    for what in missed:
+        lines.append(f"- **{TITLES[what]}**: a target was missed. {LIMITS[what]}")
+    return "\n".join(lines) + "\n"
+
+
+def _verdicts(obj: Any) -> list[Any]:
+    """Every ``met`` / ``within_30_min`` flag inside a result."""
+    if isinstance(obj, dict):
+        found = [v for k, v in obj.items() if k in ("met", "within_30_min")]
+        return found + [x for k, v in obj.items() if k not in ("met", "within_30_min") for x in _verdicts(v)]
+    if isinstance(obj, list):
+        return [x for v in obj for x in _verdicts(v)]
+    return []
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -142,7 +142,7 @@ def loss_grad(pred: torch.Tensor, target: torch.Tensor, kind: str,
     if kind == "rank":
         better = target.unsqueeze(-1) > target.unsqueeze(-2)
         if mask is not None:
-            better = better & mask.unsqueeze(-1) & mask.unsqueeze(-2)
+            better = better & (mask.unsqueeze(-1) & mask.unsqueeze(-2))
         bw = better.to(pred.dtype)
         s = torch.sigmoid(pred.unsqueeze(-2) - pred.unsqueeze(-1)) * bw  # d softplus(-(p_i - p_j)) / d p_j
         return (s.sum(-2) - s.sum(-1)) / bw.sum((-1, -2)).clamp_min(1.0).unsqueeze(-1)
@@ -178,22 +178,20 @@ def grads(spec: MLPSpec, params: Params, z: torch.Tensor | None, cache: list,
 
 
 @torch.no_grad()
-def forward_single(spec: MLPSpec, params: Params, z: torch.Tensor | None, codes: torch.Tensor,
-                   candidates: torch.Tensor, active: torch.Tensor | None = None) -> torch.Tensor:
-    """Scores ``[C]`` of ``codes[candidates]`` under one set of parameters (inference only).
+def forward_single(spec: MLPSpec, params: Params, z: torch.Tensor | None, x: torch.Tensor | None = None,
+                   bags: torch.Tensor | None = None) -> torch.Tensor:
+    """Scores ``[C]`` under one set of parameters (no task dimension; inference only).
 
     The FiLM scale and shift are folded into the head, and the ReLUs run in place.
 
     Args:
-        active: positions ``[len(codes), n]`` of the ones of binary codes: the first layer is
-            then a sum of ``n`` weight columns per candidate instead of a dense product.
+        x: encoded candidates ``[C, D]``; or
+        bags: for binary encodings, the positions ``[C, n]`` of each candidate's ones: the first
+            layer is then a sum of ``n`` weight columns (``embedding_bag``), not a dense product.
     """
     first, *rest = spec.linears
     w, b = params[f"{first}.weight"], params[f"{first}.bias"]
-    if active is not None:
-        h = F.embedding_bag(active[candidates], w.t().contiguous(), mode="sum").add_(b)
-    else:
-        h = F.linear(codes[candidates], w, b)
+    h = F.embedding_bag(bags, w.t().contiguous(), mode="sum").add_(b) if bags is not None else F.linear(x, w, b)
     h.relu_()
     for name in rest:
         h = torch.addmm(params[f"{name}.bias"], h, params[f"{name}.weight"].t()).relu_()

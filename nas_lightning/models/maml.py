@@ -34,15 +34,18 @@ def episode_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "mse",
     Returns:
         Loss per episode, ``[...]``.
     """
-    m = torch.ones_like(target, dtype=torch.bool) if mask is None else mask
-    w = m.to(pred.dtype)
     if kind == "mse":
+        if mask is None:
+            return ((pred - target) ** 2).mean(-1)
+        w = mask.to(pred.dtype)
         return ((pred - target) ** 2 * w).sum(-1) / w.sum(-1).clamp_min(1.0)
-    if kind == "rank":
-        dp = pred.unsqueeze(-1) - pred.unsqueeze(-2)
-        better = (target.unsqueeze(-1) > target.unsqueeze(-2)) & m.unsqueeze(-1) & m.unsqueeze(-2)
+    if kind == "rank":  # softplus(-(p_i - p_j)) over the pairs where i is better than j
+        better = target.unsqueeze(-1) > target.unsqueeze(-2)
+        if mask is not None:
+            better = better & (mask.unsqueeze(-1) & mask.unsqueeze(-2))
         bw = better.to(pred.dtype)
-        return (nn.functional.softplus(-dp) * bw).sum((-1, -2)) / bw.sum((-1, -2)).clamp_min(1.0)
+        pairs = nn.functional.softplus(pred.unsqueeze(-2) - pred.unsqueeze(-1)) * bw
+        return pairs.sum((-1, -2)) / bw.sum((-1, -2)).clamp_min(1.0)
     raise ValueError(f"unknown loss {kind!r}; choose one of {', '.join(LOSSES)}")
 
 

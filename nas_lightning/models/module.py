@@ -225,14 +225,17 @@ class MetaPredictor(L.LightningModule):
         a binary encoding (one-hot, path) takes its first layer as a sum of the weight columns
         of each candidate's set features (``embedding_bag``), not a dense product.
         """
-        spec, active = fused.mlp_spec(self.net), self._active_features()
+        spec = fused.mlp_spec(self.net)
+        active = self._active_features() if spec is not None else None
+        bags = active[candidates] if active is not None else None
+        x = self.codes[candidates] if bags is None else None
         out = []
         for m in range(len(next(iter(fast.values())))):
             params, zm = {n: v[m] for n, v in fast.items()}, None if z is None else z[m]
             if spec is None:
-                out.append(torch.func.functional_call(self.net, params, (self.codes[candidates], *([] if zm is None else [zm]))))
+                out.append(torch.func.functional_call(self.net, params, (x, *([] if zm is None else [zm]))))
             else:
-                out.append(fused.forward_single(spec, params, zm, self.codes, candidates, active))
+                out.append(fused.forward_single(spec, params, zm, x, bags))
         return torch.stack(out)
 
     def _active_features(self) -> torch.Tensor | None:

@@ -89,7 +89,8 @@ class SearchCallback(L.Callback):
         if len(trainer.datamodule.oracles) > 1:
             metrics = {f"{k}/{name}": v for k, v in metrics.items()}
         pl_module.log_dict(metrics, sync_dist=True)  # the same on every rank (broadcast history, same weights)
-        log.info("search on %s: best %s = %.4f after %d queries", name, space.to_string(best[0]), best[1], oracle.num_queries)
+        if trainer.is_global_zero:  # every rank holds the same history: say it once
+            log.info("search on %s: best %s = %.4f after %d queries", name, space.to_string(best[0]), best[1], oracle.num_queries)
 
     def state_dict(self) -> dict[str, Any]:
         return {"generator": self.generator.get_state()}

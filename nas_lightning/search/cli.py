@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import logging
 import os
@@ -18,7 +19,7 @@ from nas_lightning.errors import UserError
 from nas_lightning.models.checkpoint import load_predictor
 from nas_lightning.search import STRATEGIES, make_strategy
 from nas_lightning.search.callback import ModuleScorer
-from nas_lightning.search.ranking import csv_sources, rank_only
+from nas_lightning.search.ranking import csv_sources, predict_all, rank_only
 from nas_lightning.search.suggest import METHODS as SUGGEST_METHODS
 from nas_lightning.search.suggest import suggest_support
 from nas_lightning.search.runner import format_table, run_comparison, write_results
@@ -49,6 +50,9 @@ def parser() -> argparse.ArgumentParser:
                    help="print the K architectures to measure first on a new task, one NB201 string a line (needs --ckpt; "
                         "--task restricts them to that table's architectures)")
     p.add_argument("--suggest-method", default="dopt", help=f"how --suggest-support picks: {', '.join(SUGGEST_METHODS)}")
+    p.add_argument("--predict", metavar="OUT_CSV",
+                   help="adapt on every measured row of --task (e.g. your 10 latencies) and write all 15,625 "
+                        "architectures, best first, to OUT_CSV (needs --ckpt)")
     p.add_argument("--meta-batch", type=int, default=1, help="meta: architectures queried per scoring step")
     p.add_argument("--meta-members", type=int, default=8, help="meta: bootstrap members (exploration)")
     p.add_argument("--meta-beta", type=float, default=0.5, help="meta: exploration weight")
@@ -140,10 +144,38 @@ def _suggest(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict(args: argparse.Namespace) -> int:
+    if not (args.ckpt and args.task):
+        raise UserError("--predict needs --task csv:YOUR_MEASUREMENTS and --ckpt (a predictor checkpoint from train.py)")
+    task = _one_task(args.task, args.official_path)
+    if task.size < 2:
+        raise UserError(f"--predict: task {task.name} holds {task.size} measured architecture; give at least 2")
+    out = Path(args.predict)
+    if out.is_dir():
+        raise UserError(f"--predict {args.predict!r} is a folder; give a file name for the CSV")
+    module = load_predictor(args.ckpt, _device(args.device))
+    archs, scores, measured = predict_all(task, module)
+    order = torch.argsort(scores, descending=True, stable=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    with open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["rank", "arch", "score", f"measured_{task.name.rpartition('#')[2] or 'value'}"])
+        for r, i in enumerate(order.tolist(), start=1):
+            m = measured.get(int(archs[i]))
+            w.writerow([r, space.to_string(int(archs[i])), f"{float(scores[i]):.6g}", "" if m is None else f"{m:.6g}"])
+    os.replace(tmp, out)
+    print(f"ranked {len(archs)} architectures from {task.size} measurements of {task.name} "
+          f"(score: higher is better, direction {task.direction}) -> {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.suggest_support is not None:
         return _suggest(args)
+    if args.predict:
+        return _predict(args)
     if args.list_tasks:
         specs = [args.task] if args.task else embedded_specs()
         for t in (t for s in specs for t in parse_spec(s, args.official_path)):

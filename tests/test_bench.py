@@ -1,0 +1,86 @@
+"""Every benchmark in its tiny configuration, so that none can rot: JSON fields present, the
+numbers finite and positive, the Markdown sections written and assembled."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from nas_lightning.bench import __main__ as bench
+from nas_lightning.bench import search as search_bench
+
+
+def _run(what: str, out: Path, *extra: str) -> dict:
+    assert bench.main([what, "--tiny", "--out", str(out), "--device", "cpu", *extra]) == 0
+    res = json.loads((out / f"{what}.json").read_text())
+    md = (out / f"{what}.md").read_text()
+    assert md.startswith("## ") and "Command: `python -m nas_lightning.bench" in md and "Machine:" in md
+    assert res["machine"]["cores"] >= 1 and res["bench_seconds"] > 0
+    return res
+
+
+def _positive(*xs: float) -> bool:
+    return all(x is not None and math.isfinite(x) and x > 0 for x in xs)
+
+
+def test_maml(tmp_path: Path) -> None:
+    res = _run("maml", tmp_path)
+    assert res["results"] and {r["order"] for r in res["results"]} == {"first", "second"}
+    for r in res["results"]:
+        assert r["device"] == "cpu" and r["grad_max_abs_diff"] < 1e-9
+        for m in ("loop", "batched"):
+            assert _positive(r[m]["seconds_per_step"], r[m]["episodes_per_s"])
+            assert r[m]["peak_mb"] >= 0 and r[m]["how"]
+        assert _positive(r["speedup"])
+    assert set(res["targets"]) == {"speedup_ge_5_at_32", "more_at_128_than_32"}
+
+
+def test_scoring(tmp_path: Path) -> None:
+    res = _run("scoring", tmp_path)
+    assert _positive(res["score_ms"]["1"], res["score_ms"]["8"], res["forward_only_ms"])
+    assert _positive(res["search_round"]["median_s"]) and res["search_round"]["queries"] >= 1
+    assert res["target"]["met"] is None  # a tiny run is not judged
+
+
+def test_growth(tmp_path: Path) -> None:
+    res = _run("growth", tmp_path)
+    for knob in ("meta_batch", "support", "hidden"):
+        assert len(res[knob]) >= 2 and all(_positive(r["seconds"], r["per_episode_ms"]) for r in res[knob])
+        assert res[knob][0]["slope"] is None and math.isfinite(res[knob][1]["slope"])
+    assert all(_positive(r["meta"], r["rea"]) for r in res["search_budget"])
+
+
+def test_train(tmp_path: Path) -> None:
+    res = _run("train", tmp_path)
+    assert _positive(res["wall_s"], res["peak_rss_mb"]) and res["train_command"].startswith("python train.py")
+
+
+def test_search_and_report(tmp_path: Path, shared_data_dir: Path) -> None:
+    res = _run("search", tmp_path, "--seeds", "1")
+    (r,) = res["nb201"].values()
+    assert set(r["strategies"]) == {"meta", "rea", "random", "local", "reinforce", "transfer"}
+    for s in r["strategies"].values():
+        assert all(x is not None and x >= 0 for x in s["regret_at"].values())
+        assert all(0 <= h <= 1 for h in s["hit_rate"].values()) and s["seconds_per_run"] >= 0
+    assert r["training"] and _positive(r["training"]["wall_s"])
+    if (shared_data_dir / "nb201-device-latency").is_dir():
+        (dev,) = res["device_latency"]["devices"].values()
+        assert {"meta", "params", "scratch"} <= set(dev)
+        assert all(math.isfinite(v["spearman_mean"]) for v in dev.values())
+    else:
+        assert res["device_latency"] is None
+    target = tmp_path / "BENCHMARKS.md"
+    assert bench.main(["report", "--out", str(tmp_path), "--markdown", str(target)]) == 0
+    text = target.read_text()
+    assert "# Benchmarks" in text and "Search results" in text and "_Not run yet" in text  # maml etc. ran elsewhere
+
+
+def test_held_out_devices_are_never_trained_on(repo_root: Path, shared_data_dir: Path) -> None:
+    data = shared_data_dir / "nb201-device-latency"
+    if not data.is_dir():
+        pytest.skip("../shared/data/nb201-device-latency is absent")
+    held = {p.name for p in search_bench.held_out_devices(repo_root / "configs" / "device_latency.yaml", data)}
+    assert held and "titanx_32.csv.gz" not in held and "1080ti_1.csv.gz" not in held
