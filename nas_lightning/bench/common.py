@@ -106,8 +106,13 @@ def peak_rss_kb() -> int:
 
 
 def run_probe(module: str, args: dict[str, Any], timeout: float = 600) -> dict[str, Any]:
-    """Run ``python -m module '<json args>'`` in a fresh interpreter; it prints one JSON line last."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    """Run ``python -m module '<json args>'`` in a fresh interpreter; it prints one JSON line last.
+
+    glibc's malloc is told to serve every block of 64 KiB or more by ``mmap`` (a fixed threshold),
+    so freed tensors leave the resident set and a later peak is not hidden by reused heap.
+    """
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+               MALLOC_MMAP_THRESHOLD_="65536")
     proc = subprocess.run([sys.executable, "-m", module, json.dumps(args)], capture_output=True, text=True,
                           timeout=timeout, env=env, cwd=ROOT)
     if proc.returncode != 0:

@@ -8,8 +8,9 @@ float64 on every configuration before anything is timed.
 
 Peak memory: on CPU, the rise of the resident set size (``VmHWM`` after a reset through
 ``/proc/self/clear_refs``) over two meta-steps, above the steady state after a warm-up step,
-each configuration and method in a fresh interpreter; on GPU, ``torch.cuda.max_memory_allocated``
-above the memory allocated before the steps.
+each configuration and method in a fresh interpreter whose large blocks are ``mmap``-ed (so
+freed memory leaves the resident set); on GPU, ``torch.cuda.max_memory_allocated`` above the
+memory allocated before the steps.
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--suggest-support", type=int, metavar="K",
                    help="print the K architectures to measure first on a new task, one NB201 string a line (needs --ckpt; "
                         "--task restricts them to that table's architectures)")
-    p.add_argument("--suggest-method", default="dopt", help=f"how --suggest-support picks: {', '.join(SUGGEST_METHODS)}")
+    p.add_argument("--suggest-method", default="kcenter", help=f"how --suggest-support picks: {', '.join(SUGGEST_METHODS)}")
     p.add_argument("--predict", metavar="OUT_CSV",
                    help="adapt on every measured row of --task (e.g. your 10 latencies) and write all 15,625 "
                         "architectures, best first, to OUT_CSV (needs --ckpt)")

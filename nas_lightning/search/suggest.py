@@ -3,15 +3,18 @@
 Before any measurement the meta-learned predictor still knows something: its prior (the
 meta-learned initialisation, under the context of an empty support and the task's direction)
 maps every architecture to hidden features, and adaptation mostly re-weights the last layer on
-them. A support that spreads over that feature space tells adaptation the most:
+them. Three designs over that feature space:
 
-* ``dopt`` (default): greedy D-optimal design on the last-layer features, each scaled by the
-  square root of its meta-learned inner learning rate (the kernel one inner step actually
-  uses). Each pick maximises the posterior variance of a Bayesian linear head given the picks
-  so far, i.e. the gain in ``log det``.
-* ``kcenter``: farthest-point (k-center greedy) in the standardised feature space.
+* ``kcenter`` (default): farthest-point (k-center greedy) in the standardised feature space;
+  spreads the support over every kind of cell the prior tells apart.
+* ``kmeans``: the cell nearest each of ``k`` k-means centres: representative of the bulk.
+* ``dopt``: greedy D-optimal design on the last-layer features, each scaled by the square root
+  of its meta-learned inner learning rate (the kernel an inner step uses); each pick maximises
+  the posterior variance of a Bayesian linear head given the picks so far.
 
-Both are deterministic for a given checkpoint; nothing here reads any task's values.
+Designed supports are not reliably better than random ones: a single unusual cell (an outlier
+latency on the device) weighs more in a small spread-out support. All three are deterministic
+for a given checkpoint; nothing here reads any task's values.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from nas_lightning.errors import UserError
 from nas_lightning.models.module import MetaPredictor
 
 log = logging.getLogger(__name__)
-METHODS: tuple[str, ...] = ("dopt", "kcenter")
+METHODS: tuple[str, ...] = ("kcenter", "kmeans", "dopt")
 
 
 @torch.no_grad()
@@ -95,8 +98,35 @@ def kcenter(features: torch.Tensor, k: int) -> torch.Tensor:
     return torch.tensor(picked, dtype=torch.long)
 
 
+def kmeans(features: torch.Tensor, k: int, iters: int = 25, seed: int = 0) -> torch.Tensor:
+    """``k`` representative rows: k-means (k-means++ start, seeded) on standardised ``features``,
+    then the row nearest each centre (distinct rows)."""
+    f = features.double()
+    f = (f - f.mean(0)) / f.std(0).clamp_min(1e-8)
+    gen = torch.Generator().manual_seed(seed)
+    centres = [f[int(torch.randint(len(f), (1,), generator=gen))]]
+    dist = (f - centres[0]).pow(2).sum(1)
+    for _ in range(k - 1):
+        j = int(torch.multinomial(dist.clamp_min(0) + 1e-12, 1, generator=gen))
+        centres.append(f[j])
+        dist = torch.minimum(dist, (f - f[j]).pow(2).sum(1))
+    c = torch.stack(centres)
+    for _ in range(iters):
+        assign = torch.cdist(f, c).argmin(1)
+        for i in range(k):
+            members = f[assign == i]
+            if len(members):
+                c[i] = members.mean(0)
+    d = torch.cdist(c, f)
+    picked: list[int] = []
+    for i in range(k):
+        d[i, picked] = float("inf")
+        picked.append(int(d[i].argmin()))
+    return torch.tensor(picked, dtype=torch.long)
+
+
 def suggest_support(module: MetaPredictor, k: int, candidates: torch.Tensor | None = None,
-                    maximise: bool = False, method: str = "dopt") -> torch.Tensor:
+                    maximise: bool = False, method: str = "kcenter") -> torch.Tensor:
     """The ``k`` architectures (indices, in pick order) to measure first on a new task.
 
     Args:
@@ -104,7 +134,7 @@ def suggest_support(module: MetaPredictor, k: int, candidates: torch.Tensor | No
         k: how many to suggest.
         candidates: the architectures that may be measured (default: the whole space).
         maximise: the metric's direction (latency: ``False``).
-        method: ``"dopt"`` or ``"kcenter"``.
+        method: ``"kcenter"``, ``"kmeans"`` or ``"dopt"``.
 
     Raises:
         UserError: for an unknown method or ``k`` outside ``[2, len(candidates)]``.
@@ -117,7 +147,9 @@ def suggest_support(module: MetaPredictor, k: int, candidates: torch.Tensor | No
     feats = prior_features(module, cands, maximise)
     if method == "dopt":
         chosen = greedy_dopt(feats * _head_scale(module), k)
-    else:
+    elif method == "kcenter":
         chosen = kcenter(feats, k)
+    else:
+        chosen = kmeans(feats, k)
     log.info("suggested %d of %d architectures by %s on the prior's last-layer features", k, len(cands), method)
     return cands[chosen]
