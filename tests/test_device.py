@@ -90,7 +90,7 @@ def test_held_out_devices_never_reach_training(trained) -> None:
     root, cli, ckpt = trained
     dm = cli.datamodule
     names = [t.name for t in dm.train + dm.val]
-    assert len(dm.train) == 14 and len(dm.val) == 1 and not dm.oracles and dm.hparams.support == 10
+    assert len(dm.train) == 15 and len(dm.val) == 1 and not dm.oracles and dm.hparams.support == 10
     for device in HELD_OUT:
         assert not any(f"/{device}.csv" in n for n in names), device
     seen = load_predictor(ckpt).trained_on["tasks"]

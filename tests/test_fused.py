@@ -96,3 +96,37 @@ def test_score_members_match_plain_forward() -> None:
     for m in range(3):
         ref = functional_call(module.net, {k: v[m].detach() for k, v in fast.items()}, (module.codes[cand], z[m].detach()))
         assert_close(scores[m], ref, rtol=1e-4, atol=1e-4)
+
+
+def test_score_shortlist() -> None:
+    """Members beyond the first score only member 0's top candidates, and agree with it elsewhere."""
+    torch.manual_seed(0)
+    module = MetaPredictor(hidden=16).eval()
+    g = torch.Generator().manual_seed(1)
+    sup, y = torch.randperm(space.NUM_ARCHS, generator=g)[:12], torch.randn(12, generator=g)
+    cand = torch.arange(0, space.NUM_ARCHS, 7)
+    full = module.score(sup, y, cand, True, 4, torch.Generator().manual_seed(0), shortlist=None)
+    short = module.score(sup, y, cand, True, 4, torch.Generator().manual_seed(0), shortlist=100)
+    top = torch.topk(full[0], 100).indices
+    assert_close(short[0], full[0])
+    assert_close(short[:, top], full[:, top])
+    rest = torch.ones(len(cand), dtype=torch.bool)
+    rest[top] = False
+    assert_close(short[1:, rest], full[0, rest].expand(3, -1))
+    assert_close(module.score(sup, y, cand[:500], True, 4, torch.Generator().manual_seed(0)),  # under the default 1024
+                 module.score(sup, y, cand[:500], True, 4, torch.Generator().manual_seed(0), shortlist=None))
+
+
+def test_forward_mixes_shared_and_per_task_parameters() -> None:
+    """Any mix of shared ``[...]`` and per-task ``[T, ...]`` parameters gives the module's scores."""
+    torch.manual_seed(0)
+    net = MLPPredictor(8, 2, "onehot", 3).double()
+    x = net.encode(torch.arange(0, 60).view(3, 20)).to(DT)
+    z = torch.randn(3, 3, dtype=DT)
+    shared = dict(net.named_parameters())
+    per_task = {k: v.detach() + 0.01 * torch.randn(3, *v.shape, dtype=DT) for k, v in shared.items()}
+    for pick in ("weight", "bias"):  # per-task weights with shared biases, and the reverse
+        params = {k: per_task[k] if k.endswith(pick) else shared[k] for k in shared}
+        want = torch.stack([functional_call(net, {k: v if v.dim() == shared[k].dim() else v[t] for k, v in params.items()},
+                                            (x[t], z[t])) for t in range(3)])
+        assert_close(fused.forward(fused.mlp_spec(net), params, x, z)[0], want)

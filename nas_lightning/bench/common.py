@@ -35,6 +35,7 @@ def machine() -> dict[str, Any]:
     except OSError:
         info["load_avg_1m"] = None
     info.update({"torch": torch.__version__, "threads": torch.get_num_threads(), "python": platform.python_version(),
+                 "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
                  "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
                  "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds")})
     return info
@@ -43,7 +44,8 @@ def machine() -> dict[str, Any]:
 def machine_line(info: dict[str, Any]) -> str:
     """One line for a report: CPU, cores, threads, GPU, load average and date."""
     gpu = f", GPU {info['gpu']}" if info.get("gpu") else ", no GPU"
-    return (f"{info['cpu']}, {info['cores']} cores, torch {info['torch']} with {info['threads']} threads{gpu}; "
+    return (f"{info['cpu']}, {info['cores']} cores, torch {info['torch']} with {info['threads']} threads "
+            f"(OMP_WAIT_POLICY={info.get('omp_wait_policy')}){gpu}; "
             f"1-min load average {info.get('load_avg_1m')} at the start; {info['date']}")
 
 

@@ -106,7 +106,8 @@ def devices(ckpt_dir: Path, out: Path, seeds: int, device: str, tiny: bool) -> d
         name = table.name.removesuffix(".csv.gz")
         argv = ["--rank-only", "--task", f"csv:{table}", "--ckpt", str(ckpt), "--support", "10", "--seeds", str(seeds),
                 "--out", str(out / f"rank_{name}"), "--device", device]
-        r = _cli(argv)
+        with contextlib.chdir(ckpt_dir):  # the checkpoint's relative table paths are relative to where it was trained
+            r = _cli(argv)
         rows[name] = {m: {"spearman_mean": r[m]["spearman_mean"], "spearman_std": r[m]["spearman_std"],
                           "kendall_mean": r[m]["kendall_mean"]} for m in ("meta", "transfer", "params", "scratch") if m in r}
     return {"checkpoint": str(ckpt), "training": training, "support": 10, "draws": seeds, "devices": rows}
@@ -119,7 +120,7 @@ def run(tiny: bool = False, device: str = "cpu", ckpt_dir: str | None = None, se
     start = time.perf_counter()
     res: dict[str, Any] = {"benchmark": "search", "machine": common.machine(), "seeds": seeds, "budget": budget}
     with tempfile.TemporaryDirectory(prefix="nas_bench_search_") as tmp:
-        root = Path(ckpt_dir) if ckpt_dir else (Path(tmp) if tiny else common.ROOT)
+        root = (Path(ckpt_dir) if ckpt_dir else (Path(tmp) if tiny else common.ROOT)).resolve()
         res["ckpt_dir"] = str(root)
         res["nb201"] = nb201(root, Path(tmp) / "out", seeds, budget, device, tiny)
         res["device_latency"] = devices(root, Path(tmp) / "out", seeds, device, tiny)

@@ -53,10 +53,11 @@ def _shared(t: torch.Tensor, ndim: int) -> torch.Tensor:
 
 
 def _linear(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``h [T, N, in]`` through a shared (``[out, in]``) or per-task (``[T, out, in]``) layer."""
+    """``h [T, N, in]`` through a shared (``[out, in]``) or per-task (``[T, out, in]``) weight and a
+    shared (``[out]``) or per-task (``[T, out]``) bias."""
     if w.dim() == 2:
-        return F.linear(h, w, b)
-    return torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+        return F.linear(h, w, b) if b.dim() == 1 else F.linear(h, w) + b.unsqueeze(1)
+    return torch.baddbmm(b if b.dim() == 1 else b.unsqueeze(1), h, w.transpose(1, 2))
 
 
 def _params(spec: MLPSpec, params: Params) -> list[tuple[str, torch.Tensor, torch.Tensor]]:

@@ -114,8 +114,12 @@ class MetaSearch(Strategy):
         if self.acquisition == "ucb":
             if len(scores) == 1:
                 utility = scores[0]
-            else:
-                utility = scores.mean(0) + self.beta * scores.std(0, correction=0).nan_to_num(0.0)
+            else:  # mean + beta * std over members (written out: Tensor.std over dim 0 is slow on CPU)
+                mean = scores.mean(0)
+                std = (scores - mean).square_().mean(0).sqrt_()
+                utility = mean + self.beta * std.nan_to_num_(0.0)
+            if n == 1:  # argmax returns the first maximum: the stable sort's first pick
+                return cands[torch.argmax(utility)].reshape(1)
             return cands.index_select(0, torch.argsort(utility, descending=True, stable=True)[:n])
         taken = torch.zeros(len(cands), dtype=torch.bool)
         picks = []
