@@ -165,3 +165,18 @@ def test_user_errors(cifar10: Task) -> None:
         run_comparison(cifar10, FACTORIES, budget=5, seeds=[])
     with pytest.raises(UserError, match="distinct"):
         run_comparison(cifar10, [("a", RandomSearch), ("a", LocalSearch)], budget=5, seeds=1)
+
+
+@pytest.mark.parametrize("n", [2, 3, 7, 50, 600])
+def test_kendall_tau_b_matches_torchmetrics_with_ties(n: int) -> None:
+    """The O(n log n) Kendall tau-b agrees with torchmetrics' pairwise one, ties in either input."""
+    from torchmetrics.functional import kendall_rank_corrcoef
+
+    from nas_lightning.search.ranking import kendall_tau_b
+
+    g = torch.Generator().manual_seed(n)
+    for levels in (2, 5, 10_000):  # heavy ties ... almost none
+        a = torch.randint(0, levels, (n,), generator=g).double()
+        for b in (a + torch.randint(0, 3, (n,), generator=g), torch.randn(n, generator=g, dtype=torch.float64), -a):
+            want, got = float(kendall_rank_corrcoef(a, b.double())), kendall_tau_b(a, b.double())
+            assert (want != want and got != got) or abs(want - got) < 1e-6, (levels, want, got)

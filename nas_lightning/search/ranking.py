@@ -14,7 +14,7 @@ import statistics
 from pathlib import Path
 
 import torch
-from torchmetrics.functional import kendall_rank_corrcoef, spearman_corrcoef
+from torchmetrics.functional import spearman_corrcoef
 
 from nas_lightning.benchmarks.oracle import Oracle
 from nas_lightning.benchmarks.tables import load_csv, load_embedded
@@ -45,9 +45,46 @@ def scratch_scores(module: MetaPredictor, support: torch.Tensor, targets: torch.
         return net(module.codes[candidates].cpu())
 
 
+def _tie_pairs(ranks: torch.Tensor) -> int:
+    """Pairs that share a value: sum of t (t - 1) / 2 over groups of equal ``ranks``."""
+    t = torch.unique(ranks, return_counts=True)[1].long()
+    return int((t * (t - 1) // 2).sum())
+
+
+def _discordant(r: torch.Tensor) -> int:
+    """Pairs ``i < j`` with ``r[i] > r[j]`` (``r``: integers in ``[0, n)``), by a bottom-up merge
+    sort in which each level is two ``searchsorted`` calls and one sort over the whole array."""
+    n, total, width = len(r), 0, 1
+    pos = torch.arange(n)
+    v = r.long().clone()
+    while width < n:
+        pair = pos // (2 * width)
+        key = pair * n + v  # blocks of ``width`` are sorted; keys of different pairs never mix
+        left = (pos % (2 * width)) < width
+        lk, rk, rp = key[left], key[~left], pair[~left]
+        total += int((torch.searchsorted(lk, rp * n + n) - torch.searchsorted(lk, rk, right=True)).sum())
+        v = torch.sort(key).values - pair * n  # merge each pair of blocks
+        width *= 2
+    return total
+
+
+def kendall_tau_b(pred: torch.Tensor, truth: torch.Tensor) -> float:
+    """Kendall's tau-b with ties (as ``torchmetrics``' default), in O(n log n) time and O(n)
+    memory: the whole space (15,625 values) takes milliseconds instead of seconds."""
+    n = len(pred)
+    xr = torch.unique(pred.cpu(), return_inverse=True)[1]
+    yr = torch.unique(truth.cpu(), return_inverse=True)[1]
+    order = torch.argsort(xr * n + yr)  # by prediction, ties by truth: no discordance inside ties
+    pairs, tx, ty, txy = n * (n - 1) // 2, _tie_pairs(xr), _tie_pairs(yr), _tie_pairs(xr * n + yr)
+    disc = _discordant(yr[order])
+    conc = pairs - tx - ty + txy - disc
+    denom = ((pairs - tx) * (pairs - ty)) ** 0.5
+    return (conc - disc) / denom if denom > 0 else float("nan")
+
+
 def _corr(pred: torch.Tensor, truth: torch.Tensor) -> tuple[float, float]:
     pred, truth = pred.double().cpu(), truth.double().cpu()
-    return float(spearman_corrcoef(pred, truth)), float(kendall_rank_corrcoef(pred, truth))
+    return float(spearman_corrcoef(pred, truth)), kendall_tau_b(pred, truth)
 
 
 def _orient(ranking: torch.Tensor, support_pos: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
