@@ -68,7 +68,8 @@ def test_search_and_report(tmp_path: Path, shared_data_dir: Path) -> None:
     assert r["training"] and _positive(r["training"]["wall_s"])
     if (shared_data_dir / "nb201-device-latency").is_dir():
         (dev,) = res["device_latency"]["devices"].values()
-        assert {"meta", "params", "scratch"} <= set(dev)
+        assert {"meta", "params", "scratch", "meta_suggested"} <= set(dev)
+        assert len(set(dev["meta_suggested"]["support"])) == 10  # the suggested support: 10 distinct cells
         assert all(math.isfinite(v["spearman_mean"]) for v in dev.values())
     else:
         assert res["device_latency"] is None
