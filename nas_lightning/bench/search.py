@@ -87,6 +87,19 @@ def _summary(results: dict[str, Any], budget: int) -> dict[str, Any]:
     return out
 
 
+DEVICE_TARGET = 0.95
+
+
+def device_target_met(dl: dict[str, Any] | None) -> bool | None:
+    """Whether the held-out devices' mean meta Spearman reaches the target and beats every baseline's mean."""
+    if not dl or not dl["devices"]:
+        return None
+    rows = dl["devices"].values()
+    mean = {m: sum(r[m]["spearman_mean"] for r in rows) / len(rows) for m in ("meta", "transfer", "params", "scratch")
+            if all(m in r for r in rows)}
+    return mean["meta"] >= DEVICE_TARGET and all(mean["meta"] > v for m, v in mean.items() if m != "meta")
+
+
 def held_out_devices(config: Path, data: Path) -> list[Path]:
     """The latency tables the device config neither trains nor selects on."""
     cfg = yaml.safe_load(config.read_text())["data"]
@@ -126,7 +139,7 @@ def run(tiny: bool = False, device: str = "cpu", ckpt_dir: str | None = None, se
     """The whole benchmark; returns the JSON-ready result."""
     seeds, budget = seeds or (2 if tiny else 20), budget or (5 if tiny else 100)
     start = time.perf_counter()
-    res: dict[str, Any] = {"benchmark": "search", "machine": common.machine(), "seeds": seeds, "budget": budget}
+    res: dict[str, Any] = {"benchmark": "search", "machine": common.machine(), "seeds": seeds, "budget": budget, "tiny": tiny}
     with tempfile.TemporaryDirectory(prefix="nas_bench_search_") as tmp:
         root = (Path(ckpt_dir) if ckpt_dir else (Path(tmp) if tiny else common.ROOT)).resolve()
         res["ckpt_dir"] = str(root)
@@ -165,7 +178,9 @@ def markdown(res: dict[str, Any]) -> str:
                 "(never trained or selected on); transfer = the checkpoint's training table agreeing best with the support; "
                 "meta, suggested = the meta predictor adapted on the 10 architectures `search.py --suggest-support 10` "
                 "picks (one fixed support, so no spread).", "",
-                common.table(["held-out device", *methods, "meta, suggested"], rows)]
+                common.table(["held-out device", *methods, "meta, suggested"], rows), "",
+                f"- target: mean meta Spearman >= {DEVICE_TARGET} and above transfer, params and scratch on average: "
+                f"{common.verdict(device_target_met(dl))}"]
     trained = [(d, r["training"]) for d, r in res["nb201"].items() if r.get("training")]
     if dl and dl.get("training"):
         trained.append((DEVICE_RUN, dl["training"]))
