@@ -18,6 +18,8 @@ from typing import Any, Callable
 
 import torch
 
+from nas_lightning.search.runner import finite
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -126,19 +128,9 @@ def write_json(obj: dict[str, Any], path: Path) -> Path:
     """Write ``obj`` as JSON (NaN and infinities as ``null``), atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(_finite(obj), indent=1, allow_nan=False))
+    tmp.write_text(json.dumps(finite(obj), indent=1, allow_nan=False))
     os.replace(tmp, path)
     return path
-
-
-def _finite(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
 
 
 def table(headers: list[str], rows: list[list[Any]]) -> str:

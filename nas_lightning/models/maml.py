@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
+from nas_lightning.data.episodes import standardise  # noqa: F401  (re-exported: the MAML API's targets)
 from nas_lightning.models import fused
 
 Params = dict[str, torch.Tensor]
@@ -143,15 +144,3 @@ def meta_loss_loop(model: nn.Module, params: Params, inner_lrs: Params, xs: torc
             fast = {k: v - inner_lrs[k] * g for (k, v), g in zip(fast.items(), grads)}
         losses.append(episode_loss(functional_call(model, fast, (xq[t], *ctx)), yq[t], loss))
     return torch.stack(losses).mean()
-
-
-def standardise(ys: torch.Tensor, yq: torch.Tensor, mask_s: torch.Tensor | None = None,
-                eps: float = 1e-8) -> tuple[torch.Tensor, torch.Tensor]:
-    """Standardise support and query targets ``[T, N]`` with the support's mean and std only."""
-    w = torch.ones_like(ys) if mask_s is None else mask_s.to(ys.dtype)
-    n = w.sum(-1, keepdim=True).clamp_min(1.0)
-    mean = (ys * w).sum(-1, keepdim=True) / n
-    std = (((ys - mean) ** 2 * w).sum(-1, keepdim=True) / n).sqrt()
-    std = torch.where(std > eps, std, torch.ones_like(std))
-    return (ys - mean) / std, (yq - mean) / std
-

@@ -143,14 +143,14 @@ def run_comparison(task: Task, strategies: StrategyFactories, budget: int, seeds
     return results
 
 
-def _finite(obj: Any) -> Any:
+def finite(obj: Any) -> Any:
     """``obj`` with every NaN or infinite float replaced by ``None`` (strict JSON)."""
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
+        return {k: finite(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
+        return [finite(v) for v in obj]
     return obj
 
 
@@ -211,7 +211,7 @@ def write_results(results: dict[str, Any], out_dir: Path) -> None:
     tmp_json = out_dir / f".results.{os.getpid()}.json.tmp"
     tmp_png = out_dir / f".regret.{os.getpid()}.png.tmp"
     try:
-        tmp_json.write_text(json.dumps(_finite(results), indent=1, allow_nan=False))
+        tmp_json.write_text(json.dumps(finite(results), indent=1, allow_nan=False))
         _plot(results, tmp_png)
         os.replace(tmp_json, out_dir / "results.json")
         os.replace(tmp_png, out_dir / "regret.png")
