@@ -211,11 +211,10 @@ def check_resumable(path: str, model: MetaPredictor, datamodule: NASTaskDataModu
     if differ or mine != theirs:
         what = ", ".join(differ) if differ else "its parameters differ in names or shapes"
         raise UserError(f"--ckpt_path {path}: checkpoint was trained with {what}; resume with the same model settings")
-    data = ckpt.get("NASTaskDataModule") or {}
-    foreign = sorted(set(data.get("oracles", {})) - set(datamodule.oracles))
-    if foreign:
-        raise UserError(f"--ckpt_path {path}: checkpoint holds target {foreign[0]}, which this run does not have; "
-                        f"use the same data.target_tasks")
+    try:
+        datamodule.check_targets((ckpt.get("NASTaskDataModule") or {}).get("oracles", {}))
+    except UserError as err:
+        raise UserError(f"--ckpt_path {path}: {err}") from None
 
 
 def fit(cli: MetaCLI) -> None:

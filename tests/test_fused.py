@@ -9,6 +9,7 @@ from torch.func import functional_call
 from torch.testing import assert_close
 
 from nas_lightning.benchmarks import space
+from nas_lightning.data.episodes import standardise
 from nas_lightning.models import fused, maml
 from nas_lightning.models.module import MetaPredictor
 from nas_lightning.models.predictors import GraphPredictor, MLPPredictor
@@ -90,7 +91,7 @@ def test_score_members_match_plain_forward() -> None:
     # the same members by hand: the same bootstrap draws, adapted, then a plain forward each
     gen = torch.Generator().manual_seed(0)
     idx = torch.stack([torch.arange(12)] + [torch.randint(12, (12,), generator=gen) for _ in range(2)])
-    ys, _ = maml.standardise(y[idx], y[idx])
+    ys, _ = standardise(y[idx], y[idx])
     with torch.enable_grad():
         fast, z = module.adapt(sup[idx], ys, torch.ones(3, dtype=torch.bool), meta_graph=False)
     for m in range(3):

@@ -17,7 +17,7 @@ from nas_lightning.benchmarks import space
 from nas_lightning.benchmarks.oracle import Oracle
 from nas_lightning.benchmarks.tables import parse_spec
 from nas_lightning.benchmarks.task import Task
-from nas_lightning.models import maml
+from nas_lightning.data.episodes import standardise
 from nas_lightning.models.checkpoint import load_predictor
 from nas_lightning.models.module import MetaPredictor
 from nas_lightning.search.callback import ModuleScorer
@@ -54,7 +54,7 @@ def run(tiny: bool = False, device: str = "cpu", ckpt: str | None = None, reps: 
 
     res["score_ms"] = {m: 1e3 * common.time_fn(lambda m=m: score(m), reps, device=device)["median_s"] for m in (1, 8)}
     # the forward alone: adapted once, then every candidate scored (one batched call)
-    ys, _ = maml.standardise(targets[None], targets[None])
+    ys, _ = standardise(targets[None], targets[None])
     with torch.enable_grad():
         fast, z = module.adapt(support[None].to(device), ys.to(device), torch.ones(1, dtype=torch.bool, device=device),
                                meta_graph=False)

@@ -23,6 +23,7 @@ from nas_lightning.bench import common
 from nas_lightning.bench.train import TINY_ARGS, timed_train
 from nas_lightning.search import STRATEGIES
 from nas_lightning.search import cli as search_cli
+from nas_lightning.search.runner import checkpoints
 
 log = logging.getLogger(__name__)
 # (dataset, target spec, run name / config, transfer source: the other dataset closest to it)
@@ -33,14 +34,6 @@ TARGETS = [
 ]
 DEVICE_RUN = "device_latency"
 DEVICE_DATA = common.ROOT.parent / "shared" / "data" / "nb201-device-latency"
-MARKS = (10, 20, 50, 100)
-
-
-def marks(budget: int) -> list[int]:
-    """Query counts the tables report: 10, 20, 50, 100 up to the budget, and the budget."""
-    return sorted({m for m in MARKS if m <= budget} | {budget})
-
-
 def checkpoint(run: str, ckpt_dir: Path, tiny: bool, extra: list[str] | None = None) -> tuple[Path, dict[str, Any] | None]:
     """The run's ``last.ckpt``, trained first when missing; with the training's timing if it ran."""
     path = ckpt_dir / "runs" / run / "checkpoints" / "last.ckpt"
@@ -73,16 +66,14 @@ def nb201(ckpt_dir: Path, out: Path, seeds: int, budget: int, device: str, tiny:
         results = _cli(argv)
         res[dataset] = {"task": spec, "checkpoint": str(ckpt), "run": run, "transfer_source": source, "training": training,
                         "command": "python search.py " + " ".join(argv), "seconds": time.perf_counter() - start,
-                        "optimum": results["optimum"], "strategies": _summary(results, budget)}
+                        "optimum": results["optimum"], "strategies": _summary(results)}
     return res
 
 
-def _summary(results: dict[str, Any], budget: int) -> dict[str, Any]:
+def _summary(results: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for name, r in results["strategies"].items():
-        found = [s["found_optimum_at"] for s in r["per_seed"]]
-        out[name] = {"regret_at": {str(m): r["regret_at"].get(str(m)) for m in marks(budget)},
-                     "hit_rate": {str(m): sum(f is not None and f <= m for f in found) / len(found) for m in marks(budget)},
+        out[name] = {"regret_at": r["regret_at"], "hit_rate": r["hit_rate_at"],
                      "queries_to_optimum_median": r["queries_to_optimum_median"], "seconds_per_run": r["seconds_mean"]}
     return out
 
@@ -156,7 +147,7 @@ def markdown(res: dict[str, Any]) -> str:
            "regret in accuracy points (mean over seeds); hit = share of seeds that queried the optimum within the "
            "budget; q-to-opt = median queries until the optimum was queried (- : found by fewer than half the seeds)."]
     for dataset, r in res["nb201"].items():
-        ms = marks(res["budget"])
+        ms = checkpoints(res["budget"])
         rows = [[name, *[_f(s["regret_at"][str(m)]) for m in ms], f"{s['hit_rate'][str(ms[-1])]:.2f}",
                  "-" if s["queries_to_optimum_median"] is None else s["queries_to_optimum_median"], f"{s['seconds_per_run']:.2f}"]
                 for name, s in r["strategies"].items()]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import lightning as L
 import torch
@@ -231,12 +231,17 @@ class NASTaskDataModule(L.LightningDataModule):
             "oracles": {k: o.state_dict() for k, o in self.oracles.items()},
         }
 
+    def check_targets(self, names: Iterable[str]) -> None:
+        """Raise :class:`UserError` if a checkpoint's target ``names`` are not all targets of this run."""
+        foreign = sorted(set(names) - set(self.oracles))
+        if foreign:
+            raise UserError(f"checkpoint holds target {foreign[0]}, which this run does not have; use the same data.target_tasks")
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.check_targets(state["oracles"])
         self.generator.set_state(state["generator"])
         self._consumed, self._drawn = None, deque()
         for name, st in state["oracles"].items():
-            if name not in self.oracles:
-                raise UserError(f"checkpoint holds target {name}, which this run does not have; use the same data.target_tasks")
             self.oracles[name].load_state_dict(st)
         self.fed_back = {k: list(v) for k, v in state["fed_back"].items()}
         self._rebuild_target_pools()

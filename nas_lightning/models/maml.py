@@ -15,7 +15,6 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from nas_lightning.data.episodes import standardise  # noqa: F401  (re-exported: the MAML API's targets)
 from nas_lightning.models import fused
 
 Params = dict[str, torch.Tensor]

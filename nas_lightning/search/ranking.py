@@ -19,6 +19,7 @@ from torchmetrics.functional import spearman_corrcoef
 from nas_lightning.benchmarks.oracle import Oracle
 from nas_lightning.benchmarks.tables import load_csv, load_embedded
 from nas_lightning.benchmarks.task import Task
+from nas_lightning.data.episodes import standardise
 from nas_lightning.models import maml
 from nas_lightning.models.module import MetaPredictor
 from nas_lightning.models.predictors import PREDICTORS
@@ -34,7 +35,7 @@ def scratch_scores(module: MetaPredictor, support: torch.Tensor, targets: torch.
     net = PREDICTORS[hp.predictor](hp.hidden, hp.layers, hp.encoding, 0)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     x = module.codes[support].cpu()
-    y, _ = maml.standardise(targets.float()[None], targets.float()[None])
+    y, _ = standardise(targets.float()[None], targets.float()[None])
     with torch.enable_grad():
         for _ in range(steps):
             loss = maml.episode_loss(net(x)[None], y, hp.loss).mean()
