@@ -31,10 +31,10 @@ def test_maml(tmp_path: Path) -> None:
     assert res["results"] and {r["order"] for r in res["results"]} == {"first", "second"}
     for r in res["results"]:
         assert r["device"] == "cpu" and r["grad_max_abs_diff"] < 1e-9
-        for m in ("loop", "batched"):
+        for m in ("loop", "batched", "compiled"):
             assert _positive(r[m]["seconds_per_step"], r[m]["episodes_per_s"])
             assert r[m]["peak_mb"] >= 0 and r[m]["how"]
-        assert _positive(r["speedup"])
+        assert _positive(r["speedup"], r["speedup_compiled"], r["compile_s"])
     assert set(res["targets"]) == {"speedup_ge_5_at_32", "more_at_128_than_32"}
 
 

@@ -210,3 +210,30 @@ def test_bad_module_arguments() -> None:
     for kw in ({"predictor": "rnn"}, {"loss": "hinge"}, {"on_nan": "ignore"}):
         with pytest.raises(ValueError):
             MetaPredictor(**kw)
+
+
+def test_compiled_meta_step_matches_eager() -> None:
+    from torch._dynamo.utils import counters
+
+    from nas_lightning.bench.maml import setup
+
+    torch._dynamo.reset()
+    counters.clear()
+    grads = {}
+    for compiled in (False, True):
+        module, batch = setup({"meta_batch": 3, "steps": 2, "order": "second", "support": 4, "query": 6, "hidden": 16}, "cpu")
+        module.query_losses(batch, compiled).mean().backward()
+        grads[compiled] = {n: p.grad for n, p in module.named_parameters() if p.requires_grad}
+    assert counters["stats"]["unique_graphs"] >= 1  # the compiled path really compiled
+    assert grads[True].keys() == grads[False].keys()
+    for name, g in grads[False].items():
+        assert g.abs().sum() > 0, name  # every meta-parameter (inner learning rates too) gets a gradient
+        assert_close(grads[True][name], g, rtol=1e-4, atol=1e-7)
+
+
+def test_fast_dev_run_compiled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    cli = build_cli(["--trainer.fast_dev_run", "true", "--data.steps_per_epoch", "2", "--model.compile", "true", *SMALL])
+    fit(cli)
+    assert cli.trainer.state.finished and cli.trainer.global_step == 1
+    assert cli.model.hparams.compile

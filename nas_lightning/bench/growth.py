@@ -82,7 +82,7 @@ def run(tiny: bool = False, device: str = "cpu", ckpt: str | None = None, reps: 
 def markdown(res: dict[str, Any]) -> str:
     """The section for BENCHMARKS.md."""
     b = res["base"]
-    out = [f"Batched meta-step (steps {b['steps']}, {b['order']} order, Q = {b['query']}); the others at "
+    out = [f"Batched meta-step, eager (steps {b['steps']}, {b['order']} order, Q = {b['query']}); the others at "
            f"meta-batch {b['meta_batch']}, K = {b['support']}, width {b['hidden']}. Slope: d log(time) / d log(x) "
            "from the row above."]
     names = {"meta_batch": "meta-batch", "support": "K (support)", "hidden": "width"}

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
+from typing import Callable
 
 import lightning as L
 import torch
@@ -44,12 +46,17 @@ class MetaPredictor(L.LightningModule):
         grad_clip: clip the meta-gradient norm (0: off).
         on_nan: ``"stop"`` raises on a non-finite meta-loss, ``"skip"`` skips the step with a warning.
         val_members: bootstrap members when scoring for search (spread = exploration signal).
+        compile: run the training meta-step (inner loop, query loss and their backward) through
+            ``torch.compile`` (inductor; needs a C++ compiler on CPU). The first step compiles for
+            a while (seconds to a minute); later steps are faster (see BENCHMARKS.md). Validation
+            and search stay eager.
     """
 
     def __init__(self, predictor: str = "mlp", hidden: int = 128, layers: int = 2, encoding: str = "onehot+path",
                  context: int = 32, inner_steps: int = 1, inner_lr: float = 0.01, learn_inner_lr: bool = True,
                  first_order: bool = False, loss: str = "rank", lr: float = 1e-3, lr_decay_steps: int = 2000,
-                 grad_clip: float = 1.0, on_nan: str = "stop", val_members: int = 8) -> None:
+                 grad_clip: float = 1.0, on_nan: str = "stop", val_members: int = 8,
+                 compile: bool = False) -> None:
         super().__init__()
         if predictor not in PREDICTORS:
             raise ValueError(f"unknown predictor {predictor!r}; choose one of {', '.join(PREDICTORS)}")
@@ -78,6 +85,10 @@ class MetaPredictor(L.LightningModule):
     def lrs(self) -> maml.Params:
         return {k: self.inner_lrs[k.replace(".", "__")] for k, _ in self.net.named_parameters()}
 
+    def encode(self, archs: torch.Tensor) -> torch.Tensor:
+        """Encoded architectures ``[..., D]`` of indices ``archs [...]`` (a row gather)."""
+        return nn.functional.embedding(archs, self.codes)
+
     def context(self, xs: torch.Tensor, ys: torch.Tensor, mask: torch.Tensor, maximise: torch.Tensor) -> torch.Tensor | None:
         return None if self.context_encoder is None else self.context_encoder(xs, ys, mask, maximise)
 
@@ -93,7 +104,7 @@ class MetaPredictor(L.LightningModule):
             Per-task parameters and contexts.
         """
         mask = torch.ones_like(ys, dtype=torch.bool) if mask is None else mask
-        xs = self.codes[support]
+        xs = self.encode(support)
         z = self.context(xs, ys, mask, maximise)
         first_order = self.hparams.first_order or not meta_graph
         fast = maml.adapt(self.net, self.params(), self.lrs(), xs, ys, self.hparams.inner_steps,
@@ -112,10 +123,7 @@ class MetaPredictor(L.LightningModule):
         check and the logged loss use that global mean, so every rank decides alike.
         """
         opt = self.optimizers()
-        xq = self.codes[batch["query"]]
-        fast, z = self.adapt(batch["support"], batch["ys"], batch["maximise"])
-        per_episode = maml.episode_loss(maml.batched_forward(self.net, fast, xq, z), batch["yq"],
-                                        self.hparams.loss, batch["query_mask"])
+        per_episode = self.query_losses(batch)
         weight = batch.get("weight")
         loss = per_episode.mean() if weight is None else (per_episode * weight).sum()
         total = self._meta_batch_loss(loss)
@@ -134,6 +142,18 @@ class MetaPredictor(L.LightningModule):
         n = int(batch["support"].shape[0]) * self.trainer.world_size
         self.log("train/meta_loss", total, prog_bar=True, batch_size=n)
         self.log("train/lr", opt.param_groups[0]["lr"], batch_size=n)
+
+    def query_losses(self, batch: dict[str, torch.Tensor], compiled: bool | None = None) -> torch.Tensor:
+        """Query loss of every episode after adapting on its support set, ``[T]`` (differentiable
+        in the meta-parameters): the meta-step's forward.
+
+        Args:
+            compiled: through ``torch.compile`` or eager; ``None`` follows the ``compile`` argument.
+        """
+        compiled = self.hparams.compile if compiled is None else compiled
+        fn = _compiled_query_losses() if compiled else _query_losses
+        return fn(self, batch["support"], batch["ys"], batch["maximise"], batch["query"], batch["yq"],
+                  batch["query_mask"])
 
     def _meta_batch_loss(self, loss: torch.Tensor) -> torch.Tensor:
         """The whole meta-batch's mean loss (detached): the local loss, averaged over ranks under DDP."""
@@ -158,7 +178,7 @@ class MetaPredictor(L.LightningModule):
         target, mask = batch["yq"], batch["query_mask"]
         with torch.enable_grad():
             fast, z = self.adapt(batch["support"], batch["ys"], batch["maximise"], meta_graph=False)
-        xq = self.codes[batch["query"]]
+        xq = self.encode(batch["query"])
         prior = maml.broadcast({k: v.detach() for k, v in self.params().items()}, len(xq))
         for when, params in (("before", prior), ("after", {k: v.detach() for k, v in fast.items()})):
             pred = maml.batched_forward(self.net, params, xq, None if z is None else z.detach())
@@ -216,7 +236,7 @@ class MetaPredictor(L.LightningModule):
             fast = {name: v.detach() for name, v in fast.items()}
             z = None if z is None else z.detach()
         else:
-            xs = self.codes[sup] if k else torch.zeros(members, 0, self.codes.shape[1], device=dev)
+            xs = self.encode(sup) if k else torch.zeros(members, 0, self.codes.shape[1], device=dev)
             ys = ys if k else torch.zeros(members, 0, device=dev)
             z = self.context(xs, ys, torch.ones_like(ys, dtype=torch.bool), flag)
             fast = maml.broadcast(self.params(), members)
@@ -239,7 +259,7 @@ class MetaPredictor(L.LightningModule):
         spec = fused.mlp_spec(self.net)
         active = self._active_features() if spec is not None else None
         bags = active[candidates] if active is not None else None
-        x = self.codes[candidates] if bags is None else None
+        x = self.encode(candidates) if bags is None else None
         out = []
         for m in range(len(next(iter(fast.values())))):
             params, zm = {n: v[m] for n, v in fast.items()}, None if z is None else z[m]
@@ -261,3 +281,16 @@ class MetaPredictor(L.LightningModule):
         active = ones.nonzero()[:, 1].view(len(self.codes), -1) if binary else None
         self._active_cache = (self.codes.device, active)
         return active
+
+
+def _query_losses(module: MetaPredictor, support: torch.Tensor, ys: torch.Tensor, maximise: torch.Tensor,
+                  query: torch.Tensor, yq: torch.Tensor, query_mask: torch.Tensor) -> torch.Tensor:
+    fast, z = module.adapt(support, ys, maximise)
+    pred = maml.batched_forward(module.net, fast, module.encode(query), z)
+    return maml.episode_loss(pred, yq, module.hparams.loss, query_mask)
+
+
+@functools.cache
+def _compiled_query_losses() -> Callable[..., torch.Tensor]:
+    """:func:`_query_losses` through ``torch.compile`` (one wrapper; dynamo caches per module and shapes)."""
+    return torch.compile(_query_losses)
