@@ -97,12 +97,16 @@ def report(out: Path, target: Path) -> Path:
 
 
 LIMITS = {
-    "maml": "The targets are judged on the compiled step (--model.compile true). At one inner step the eager "
-            "batched step does little besides the arithmetic: in a torch.profiler trace at meta-batch 32, batched "
-            "matrix products take over a third of its time and the elementwise Meta-SGD updates and their backward "
-            "about a quarter; compiling fuses those elementwise passes and the pairwise loss, not the products. The "
-            "per-task loop's cost is its ~900 small operator calls per task, whose speed on this shared 2-core machine "
-            "varies up to 2x between runs, so a ratio near the line can fall on either side of it from run to run.",
+    "maml": "The targets are judged on the compiled step (--model.compile true), configuration by configuration. "
+            "Beyond meta-batch 32 the compiled step's time per episode hardly falls (1 step, first order: "
+            "the batched products are already large at 32) or rises (5 steps, second order, whose working set at "
+            "meta-batch 128 is over 200 MB, see the peak memory column); the loop's time per episode does not "
+            "depend on the meta-batch, so the speedup at 128 is about the one at 32 (1 step, first "
+            "order) or below it (5 steps, second order). At one inner step and meta-batch 32 the eager step sits near the 5x line: in a torch.profiler "
+            "trace batched matrix products take over a third of its time and the elementwise Meta-SGD updates and "
+            "their backward about a quarter (compiling fuses those elementwise passes, not the products). The "
+            "per-task loop's cost is its ~900 small operator calls per task, whose speed on this shared 2-core "
+            "machine varies up to 2x between runs, so ratios near a line fall on either side of it from run to run.",
     "scoring": "Scoring the whole space is bound by the second layer, one 15,625 x 128 x 128 matrix product per member "
                "(the first layer is already a sum of 10 weight columns per architecture); adapting on the support "
                "adds a few milliseconds.",
