@@ -101,10 +101,11 @@ LIMITS = {
             "Beyond meta-batch 32 the compiled step's time per episode hardly falls (1 step, first order: "
             "the batched products are already large at 32) or rises (5 steps, second order, whose working set at "
             "meta-batch 128 is over 200 MB, see the peak memory column); the loop's time per episode does not "
-            "depend on the meta-batch, so the speedup at 128 is about the one at 32 (1 step, first "
-            "order) or below it (5 steps, second order). At one inner step and meta-batch 32 the eager step sits near the 5x line: in a torch.profiler "
-            "trace batched matrix products take over a third of its time and the elementwise Meta-SGD updates and "
-            "their backward about a quarter (compiling fuses those elementwise passes, not the products). The "
+            "depend on the meta-batch, so the speedup at 128 is about the one at 32 (1 step, first order) or "
+            "below it (5 steps, second order). At one inner step and meta-batch 32 the eager step sits near the 5x "
+            "line: in a torch.profiler trace batched matrix products take over a third of its time and the "
+            "elementwise Meta-SGD updates and their backward about a quarter (compiling fuses those elementwise "
+            "passes, not the products). The "
             "per-task loop's cost is its ~900 small operator calls per task, whose speed on this shared 2-core "
             "machine varies up to 2x between runs, so ratios near a line fall on either side of it from run to run.",
     "scoring": "Scoring the whole space is bound by the second layer, one 15,625 x 128 x 128 matrix product per member "
@@ -125,23 +126,23 @@ def missed(what: str, res: dict[str, Any]) -> list[str]:
     """The targets a result missed, in words with the measured figure."""
     out = []
     if what == "maml":
+        from nas_lightning.bench import maml as maml_bench
+
         for name, checks in res.get("targets", {}).items():
             for cfg, c in checks.items():
                 if c["met"] is False:
-                    x = "-" if c["speedup"] is None else f"compiled {c['speedup']:.2f}x, eager {c['eager']:.2f}x"
-                    out.append(f"{name.replace('_', ' ')} ({cfg}): {x}")
+                    out.append(f"{name.replace('_', ' ')} ({cfg}): {maml_bench.figures(c)}")
     elif what in ("scoring", "train") and res.get("target", {}).get("met") is False:
         t = res["target"]
         out.append(f"full space in {t['full_space_ms']:.1f} ms (limit {t['limit_ms']:.0f} ms)" if what == "scoring" else
                    f"{res['wall_s']:.0f} s and {res['peak_rss_mb']:.0f} MB (limits {t['wall_limit_s']:.0f} s, {t['peak_limit_mb']:.0f} MB)")
     elif what == "search":
-        from nas_lightning.bench.search import DEVICE_TARGET, device_target_met
+        from nas_lightning.bench.search import DEVICE_TARGET, device_means, device_target_met
 
         if res.get("within_30_min") is False:
             out.append(f"the benchmark took {res['seconds'] / 60:.1f} min (limit 30)")
         if not res.get("tiny") and device_target_met(res.get("device_latency")) is False:
-            rows = res["device_latency"]["devices"].values()
-            out.append(f"held-out devices' mean meta Spearman {sum(r['meta']['spearman_mean'] for r in rows) / len(rows):.3f} "
+            out.append(f"held-out devices' mean meta Spearman {device_means(res['device_latency'])['meta']:.3f} "
                        f"(target {DEVICE_TARGET}, above every baseline)")
     return out
 

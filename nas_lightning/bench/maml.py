@@ -187,6 +187,11 @@ def targets(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def figures(check: dict[str, Any]) -> str:
+    """A target check's speedups in words (``-`` when the configuration was not measured)."""
+    return "-" if check["speedup"] is None else f"compiled {check['speedup']:.2f}x, eager {check['eager']:.2f}x"
+
+
 def markdown(res: dict[str, Any]) -> str:
     """The section for BENCHMARKS.md."""
     rows = []
@@ -204,8 +209,7 @@ def markdown(res: dict[str, Any]) -> str:
               "more_at_128_than_32": "a larger speedup at meta-batch 128 than at 32"}
     for name, checks in res["targets"].items():
         for cfg, c in checks.items():
-            x = "" if c["speedup"] is None else f" (compiled {c['speedup']:.2f}x; eager {c['eager']:.2f}x)"
-            lines.append(f"- target {labels[name]} ({cfg}): {common.verdict(c['met'])}{x}")
+            lines.append(f"- target {labels[name]} ({cfg}): {common.verdict(c['met'])} ({figures(c)})")
     return "\n".join(lines)
 
 

@@ -81,14 +81,22 @@ def _summary(results: dict[str, Any]) -> dict[str, Any]:
 DEVICE_TARGET = 0.95
 
 
+DEVICE_METHODS = ("meta", "transfer", "params", "scratch")
+
+
+def device_means(dl: dict[str, Any]) -> dict[str, float]:
+    """Each method's Spearman averaged over the held-out devices (methods every device has)."""
+    rows = dl["devices"].values()
+    return {m: sum(r[m]["spearman_mean"] for r in rows) / len(rows)
+            for m in (*DEVICE_METHODS, "meta_suggested") if all(m in r for r in rows)}
+
+
 def device_target_met(dl: dict[str, Any] | None) -> bool | None:
     """Whether the held-out devices' mean meta Spearman reaches the target and beats every baseline's mean."""
     if not dl or not dl["devices"]:
         return None
-    rows = dl["devices"].values()
-    mean = {m: sum(r[m]["spearman_mean"] for r in rows) / len(rows) for m in ("meta", "transfer", "params", "scratch")
-            if all(m in r for r in rows)}
-    return mean["meta"] >= DEVICE_TARGET and all(mean["meta"] > v for m, v in mean.items() if m != "meta")
+    mean = device_means(dl)
+    return mean["meta"] >= DEVICE_TARGET and all(mean["meta"] > mean[m] for m in DEVICE_METHODS[1:] if m in mean)
 
 
 def held_out_devices(config: Path, data: Path) -> list[Path]:
@@ -119,7 +127,7 @@ def devices(ckpt_dir: Path, out: Path, seeds: int, device: str, tiny: bool) -> d
             fixed = _cli([*argv[: argv.index("--seeds")], "--seeds", "1", "--support-archs", str(suggested),
                           "--out", str(out / f"rank_{name}_suggested")])
         rows[name] = {m: {"spearman_mean": r[m]["spearman_mean"], "spearman_std": r[m]["spearman_std"],
-                          "kendall_mean": r[m]["kendall_mean"]} for m in ("meta", "transfer", "params", "scratch") if m in r}
+                          "kendall_mean": r[m]["kendall_mean"]} for m in DEVICE_METHODS if m in r}
         rows[name]["meta_suggested"] = {"spearman_mean": fixed["meta"]["spearman_mean"], "spearman_std": 0.0,
                                         "kendall_mean": fixed["meta"]["kendall_mean"], "support": suggested.read_text().split()}
     return {"checkpoint": str(ckpt), "training": training, "support": 10, "draws": seeds, "devices": rows}
@@ -159,12 +167,11 @@ def markdown(res: dict[str, Any]) -> str:
     if not dl:
         out.append("_Not measured here: `configs/device_latency.yaml` or `../shared/data/nb201-device-latency` was missing._")
     else:
-        methods = ("meta", "transfer", "params", "scratch")
+        methods = DEVICE_METHODS
         rows = [[dev, *[_sp(r.get(m)) for m in methods], _f(r.get("meta_suggested", {}).get("spearman_mean"))]
                 for dev, r in dl["devices"].items()]
-        mean = [sum(r[m]["spearman_mean"] for r in dl["devices"].values()) / len(dl["devices"])
-                if all(m in r for r in dl["devices"].values()) else None for m in (*methods, "meta_suggested")]
-        rows.append(["**mean**", *[f"**{_f(x)}**" for x in mean]])
+        mean = device_means(dl)
+        rows.append(["**mean**", *[f"**{_f(mean.get(m))}**" for m in (*methods, "meta_suggested")]])
         out += [f"Spearman over all 15,625 architectures, mean ± std over {dl['draws']} support draws of 10; held-out devices "
                 "(never trained or selected on); transfer = the checkpoint's training table agreeing best with the support; "
                 "meta, suggested = the meta predictor adapted on the 10 architectures `search.py --suggest-support 10` "

@@ -34,7 +34,7 @@ def scratch_scores(module: MetaPredictor, support: torch.Tensor, targets: torch.
     torch.manual_seed(seed)  # the initialisation of a fresh network; seeded per draw
     net = PREDICTORS[hp.predictor](hp.hidden, hp.layers, hp.encoding, 0)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
-    x = module.codes[support].cpu()
+    x = module.encode(support).cpu()
     y, _ = standardise(targets.float()[None], targets.float()[None])
     with torch.enable_grad():
         for _ in range(steps):
@@ -43,7 +43,7 @@ def scratch_scores(module: MetaPredictor, support: torch.Tensor, targets: torch.
             loss.backward()
             opt.step()
     with torch.no_grad():
-        return net(module.codes[candidates].cpu())
+        return net(module.encode(candidates).cpu())
 
 
 def _tie_pairs(ranks: torch.Tensor) -> int:

@@ -46,7 +46,7 @@ def prior_features(module: MetaPredictor, candidates: torch.Tensor, maximise: bo
     captured: list[torch.Tensor] = []
     handle = module.net.head.register_forward_hook(lambda mod, inp, out: captured.append(inp[0]))
     try:
-        module.net(module.codes[candidates.to(dev).long()], None if z is None else z[0])
+        module.net(module.encode(candidates.to(dev).long()), None if z is None else z[0])
     finally:
         handle.remove()
     return captured[0].float().cpu()
