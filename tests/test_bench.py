@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from nas_lightning.bench import __main__ as bench
+from nas_lightning.bench import maml as maml_bench
 from nas_lightning.bench import search as search_bench
 
 
@@ -36,6 +37,23 @@ def test_maml(tmp_path: Path) -> None:
             assert r[m]["peak_mb"] >= 0 and r[m]["how"]
         assert _positive(r["speedup"], r["speedup_compiled"], r["compile_s"])
     assert set(res["targets"]) == {"speedup_ge_5_at_32", "more_at_128_than_32"}
+
+
+def test_maml_targets_judge_the_default_step_and_the_compiled_one_beside_it() -> None:
+    rows = [{"device": "cpu", "meta_batch": mb, "steps": 1, "order": "first", "speedup": s, "speedup_compiled": c}
+            for mb, s, c in ((8, 3.0, 4.0), (32, 5.5, 8.0), (128, 6.0, 7.9))]
+    t = maml_bench.targets(rows)
+    at32, more = t["speedup_ge_5_at_32"]["steps=1 first"], t["more_at_128_than_32"]["steps=1 first"]
+    assert at32["default"]["met"] and at32["compiled"]["met"]
+    assert more["default"]["met"] and not more["compiled"]["met"] and more["compiled"]["at_32"] == 8.0
+    missed = bench.missed("maml", {"results": rows})
+    assert len(missed) == 1 and "compiled step: 7.90x vs 8.00x at 32" in missed[0]
+    rows[1]["speedup"] = 4.9  # the default step under the line at 32 (and so above it at 128)
+    t = maml_bench.targets(rows)
+    assert not t["speedup_ge_5_at_32"]["steps=1 first"]["default"]["met"]
+    assert t["more_at_128_than_32"]["steps=1 first"]["default"]["met"]
+    rows.pop()  # no meta-batch 128 measured: that target cannot be met
+    assert not maml_bench.targets(rows)["more_at_128_than_32"]["steps=1 first"]["default"]["met"]
 
 
 def test_scoring(tmp_path: Path) -> None:

@@ -168,28 +168,38 @@ def run(tiny: bool = False, devices: list[str] | None = None, reps: int | None =
             "results": rows, "targets": targets(rows)}
 
 
+STEPS = {"default": "speedup", "compiled": "speedup_compiled"}  # a step's name -> its speedup in a row
+
+
 def targets(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The issue's targets on CPU: >= 5x at meta-batch 32, more at 128 (per configuration), judged
-    on the compiled step (``--model.compile true``); the eager step's figure stands beside it."""
+    """The issue's targets on CPU, configuration by configuration: >= 5x the loop at meta-batch 32,
+    and a larger speedup at 128 than at 32. A target is judged on the project's meta-step as
+    ``python train.py`` runs it (eager, the default); the opt-in compiled step
+    (``--model.compile true``) is judged beside it and its misses are reported too."""
     cpu = [r for r in rows if r["device"] == "cpu"]
     at = {(r["meta_batch"], r["steps"], r["order"]): r for r in cpu}
-    k32 = [k for k in at if k[0] == 32]
     out: dict[str, Any] = {"speedup_ge_5_at_32": {}, "more_at_128_than_32": {}}
-    for k in k32:
+    for k in [k for k in at if k[0] == 32]:
         r, big = at[k], at.get((128,) + k[1:])
         name = f"steps={k[1]} {k[2]}"
-        out["speedup_ge_5_at_32"][name] = {"speedup": r["speedup_compiled"], "eager": r["speedup"],
-                                           "met": r["speedup_compiled"] >= 5}
+        out["speedup_ge_5_at_32"][name] = {s: {"speedup": r[key], "met": r[key] >= 5} for s, key in STEPS.items()}
         out["more_at_128_than_32"][name] = {
-            "speedup": None if big is None else big["speedup_compiled"],
-            "eager": None if big is None else big["speedup"],
-            "met": big is not None and big["speedup_compiled"] > r["speedup_compiled"]}
+            s: {"speedup": None if big is None else big[key], "at_32": r[key],
+                "met": big is not None and big[key] > r[key]} for s, key in STEPS.items()}
     return out
 
 
 def figures(check: dict[str, Any]) -> str:
-    """A target check's speedups in words (``-`` when the configuration was not measured)."""
-    return "-" if check["speedup"] is None else f"compiled {check['speedup']:.2f}x, eager {check['eager']:.2f}x"
+    """One step's result on a target check in words (``-`` when the configuration was not measured)."""
+    if check["speedup"] is None:
+        return "-"
+    return f"{check['speedup']:.2f}x" + (f" vs {check['at_32']:.2f}x at 32" if "at_32" in check else "")
+
+
+def verdicts(checks: dict[str, Any]) -> str:
+    """Both steps' verdicts on one target check."""
+    words = {"default": "default step", "compiled": "compiled step (opt-in)"}
+    return "; ".join(f"{words[s]} {common.verdict(c['met'])} ({figures(c)})" for s, c in checks.items())
 
 
 def markdown(res: dict[str, Any]) -> str:
@@ -197,19 +207,20 @@ def markdown(res: dict[str, Any]) -> str:
     rows = []
     for r in res["results"]:
         rows.append([r["device"], r["meta_batch"], r["steps"], r["order"], f"{r['loop']['episodes_per_s']:.0f}",
-                     f"{r['batched']['episodes_per_s']:.0f}", f"{r['speedup']:.2f}x",
-                     f"{r['compiled']['episodes_per_s']:.0f}", f"**{r['speedup_compiled']:.2f}x**",
+                     f"{r['batched']['episodes_per_s']:.0f}", f"**{r['speedup']:.2f}x**",
+                     f"{r['compiled']['episodes_per_s']:.0f}", f"{r['speedup_compiled']:.2f}x",
                      f"{r['compile_s']:.0f}", _mb(r["loop"].get("peak_mb")), _mb(r["batched"].get("peak_mb")),
                      _mb(r["compiled"].get("peak_mb")), f"{r['grad_max_abs_diff']:.1e}"])
     t = common.table(["device", "meta-batch", "inner steps", "order", "loop ep/s", "eager ep/s", "eager speedup",
                       "compiled ep/s", "compiled speedup", "compile s", "loop peak MB", "eager peak MB",
                       "compiled peak MB", "max |grad diff| (f64)"], rows)
-    lines = [t, ""]
+    lines = [t, "", "Targets are judged on the default step (eager, what `python train.py` runs; its speedup in bold); "
+             "the opt-in compiled step (`--model.compile true`) is judged beside it.", ""]
     labels = {"speedup_ge_5_at_32": "batched >= 5x the loop at meta-batch 32",
               "more_at_128_than_32": "a larger speedup at meta-batch 128 than at 32"}
-    for name, checks in res["targets"].items():
+    for name, checks in targets(res["results"]).items():  # judged afresh from the rows (old JSON too)
         for cfg, c in checks.items():
-            lines.append(f"- target {labels[name]} ({cfg}): {common.verdict(c['met'])} ({figures(c)})")
+            lines.append(f"- target {labels[name]} ({cfg}): {verdicts(c)}")
     return "\n".join(lines)
 
 
