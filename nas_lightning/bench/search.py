@@ -34,6 +34,10 @@ TARGETS = [
 ]
 DEVICE_RUN = "device_latency"
 DEVICE_DATA = common.ROOT.parent / "shared" / "data" / "nb201-device-latency"
+DEVICE_TARGET = 0.95  # the held-out devices' mean meta Spearman to reach
+DEVICE_METHODS = ("meta", "transfer", "params", "scratch")
+
+
 def checkpoint(run: str, ckpt_dir: Path, tiny: bool, extra: list[str] | None = None) -> tuple[Path, dict[str, Any] | None]:
     """The run's ``last.ckpt``, trained first when missing; with the training's timing if it ran."""
     path = ckpt_dir / "runs" / run / "checkpoints" / "last.ckpt"
@@ -76,12 +80,6 @@ def _summary(results: dict[str, Any]) -> dict[str, Any]:
         out[name] = {"regret_at": r["regret_at"], "hit_rate": r["hit_rate_at"],
                      "queries_to_optimum_median": r["queries_to_optimum_median"], "seconds_per_run": r["seconds_mean"]}
     return out
-
-
-DEVICE_TARGET = 0.95
-
-
-DEVICE_METHODS = ("meta", "transfer", "params", "scratch")
 
 
 def device_means(dl: dict[str, Any]) -> dict[str, float]:
@@ -167,16 +165,15 @@ def markdown(res: dict[str, Any]) -> str:
     if not dl:
         out.append("_Not measured here: `configs/device_latency.yaml` or `../shared/data/nb201-device-latency` was missing._")
     else:
-        methods = DEVICE_METHODS
-        rows = [[dev, *[_sp(r.get(m)) for m in methods], _f(r.get("meta_suggested", {}).get("spearman_mean"))]
+        rows = [[dev, *[_sp(r.get(m)) for m in DEVICE_METHODS], _f(r.get("meta_suggested", {}).get("spearman_mean"))]
                 for dev, r in dl["devices"].items()]
         mean = device_means(dl)
-        rows.append(["**mean**", *[f"**{_f(mean.get(m))}**" for m in (*methods, "meta_suggested")]])
+        rows.append(["**mean**", *[f"**{_f(mean.get(m))}**" for m in (*DEVICE_METHODS, "meta_suggested")]])
         out += [f"Spearman over all 15,625 architectures, mean ± std over {dl['draws']} support draws of 10; held-out devices "
                 "(never trained or selected on); transfer = the checkpoint's training table agreeing best with the support; "
                 "meta, suggested = the meta predictor adapted on the 10 architectures `search.py --suggest-support 10` "
                 "picks (one fixed support, so no spread).", "",
-                common.table(["held-out device", *methods, "meta, suggested"], rows), "",
+                common.table(["held-out device", *DEVICE_METHODS, "meta, suggested"], rows), "",
                 f"- target: mean meta Spearman >= {DEVICE_TARGET} and above transfer, params and scratch on average: "
                 f"{common.verdict(device_target_met(dl))}"]
     trained = [(d, r["training"]) for d, r in res["nb201"].items() if r.get("training")]
