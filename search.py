@@ -1,14 +1,16 @@
-"""Search a task with every strategy side by side, or rank it few-shot.
+"""Search, rank few-shot, suggest what to measure, predict a whole space: ``python search.py --help``.
 
-    python search.py --list-tasks [--task SPEC]
-    python search.py --task SPEC --strategy meta,rea,random --budget 100 --seeds 20 --ckpt CKPT --out DIR
-    python search.py --rank-only --task SPEC --ckpt CKPT --support 10 --seeds 20 --out DIR
+    python search.py tasks    [--task SPEC]
+    python search.py compare  --task SPEC --strategy meta,rea,random --budget 100 --seeds 20 --ckpt CKPT --out DIR
+    python search.py rank     --task SPEC --ckpt CKPT --support 10 --seeds 20 --out DIR
+    python search.py suggest  --ckpt CKPT --k 10 [--task SPEC]
+    python search.py predict  --task csv:FILE --ckpt CKPT --out FILE.csv
 """
 
 from __future__ import annotations
 
 from nas_lightning.cli import run_main
-from nas_lightning.search.cli import main
+from nas_lightning.commands import main
 
 if __name__ == "__main__":
     run_main(main)

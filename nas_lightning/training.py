@@ -15,9 +15,9 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
-from nas_lightning.benchmarks import space
 from nas_lightning.data.datamodule import NASTaskDataModule
 from nas_lightning.errors import UserError
+from nas_lightning.models.checkpoint import read_checkpoint, space_of
 from nas_lightning.models.module import MetaPredictor
 from nas_lightning.search.callback import SearchCallback
 
@@ -196,14 +196,14 @@ def check_resumable(path: str, model: MetaPredictor, datamodule: NASTaskDataModu
             other model settings, or other target tasks.
     """
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # truncated, not a zip, not a torch file
-        raise UserError(f"--ckpt_path {path}: unreadable checkpoint ({type(err).__name__}); give a .ckpt written by train.py") from None
-    hp = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
-    if not isinstance(hp, dict) or not isinstance(ckpt.get("state_dict"), dict) or "loops" not in ckpt:
-        raise UserError(f"--ckpt_path {path}: not a train.py checkpoint; give a .ckpt written by train.py")
-    if hp.get("space", space.SPACE_NAME) != space.SPACE_NAME:
-        raise UserError(f"--ckpt_path {path}: checkpoint of search space {hp.get('space')!r}, not {space.SPACE_NAME!r}")
+        ckpt = read_checkpoint(path)
+    except UserError as err:
+        raise UserError(f"--ckpt_path: {err}") from None
+    if "loops" not in ckpt:
+        raise UserError(f"--ckpt_path {path}: not a train.py checkpoint (no training state); give a .ckpt written by train.py")
+    hp = ckpt["hyper_parameters"]
+    if space_of(ckpt) != model.space.name:
+        raise UserError(f"--ckpt_path {path}: checkpoint of search space {space_of(ckpt)!r}, not {model.space.name!r}")
     differ = [f"model.{k}={hp[k]!r} (this run: {model.hparams[k]!r})" for k in STRUCTURAL
               if k in hp and hp[k] != model.hparams[k]]
     mine = {k: tuple(v.shape) for k, v in model.state_dict().items()}
@@ -222,6 +222,9 @@ def fit(cli: MetaCLI) -> None:
     ckpt = resolve_ckpt(cli)
     cli.datamodule.resolve()  # bad task specs fail here, before anything is written
     cli.datamodule.check_world(cli.trainer.world_size)
+    if cli.datamodule.space != cli.model.space:
+        raise UserError(f"the tasks are of search space {cli.datamodule.space.name!r} but model.space is "
+                        f"{cli.model.space.name!r}; set --model.space {cli.datamodule.space.name}")
     hp = cli.model.hparams
     if cli.trainer.world_size > 1 and hp.inner_steps == 0 and hp.learn_inner_lr:
         raise UserError("model.inner_steps=0 leaves the learned inner learning rates unused, which DDP cannot reduce; "

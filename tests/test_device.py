@@ -17,31 +17,31 @@ import pytest
 import torch
 import yaml
 
-from nas_lightning.benchmarks import space
-from nas_lightning.benchmarks.tables import parse_spec
+from nas_lightning.spaces import NB201
+from nas_lightning.tasks.load import load_tasks
 from nas_lightning.errors import UserError
 from nas_lightning.models.checkpoint import load_predictor
-from nas_lightning.search import cli as search_cli
+from nas_lightning.commands import main as search_main
 from nas_lightning.search.ranking import _corr, best_source, rank_only
 from nas_lightning.search.suggest import suggest_support
 from nas_lightning.training import build_cli, fit
+from tests.conftest import tiny_run
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "nb201-device-latency"
 CONFIG = REPO / "configs" / "device_latency.yaml"
 HELD_OUT = ("titan_rtx_1", "2080ti_256", "gold_6240", "silver_4114", "pixel3", "samsung_s7")
 ROWS = 400
-TINY = ["--data.steps_per_epoch", "3", "--trainer.max_epochs", "1", "--data.meta_batch", "4", "--data.query", "50",
-        "--data.val_query", "100", "--data.val_episodes", "2", "--model.hidden", "16", "--model.context", "8",
-        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+TINY = tiny_run({"trainer.max_epochs": 1, "data.meta_batch": 4, "data.support": 10, "data.query": 50, "data.val_query": 100},
+                tasks=False)
 
-pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason=f"device latency tables not found at {DATA}")
+pytestmark = [pytest.mark.skipif(not DATA.is_dir(), reason=f"device latency tables not found at {DATA}"), pytest.mark.slow]
 
 
 def _keep() -> set[str]:
     """The architectures every small copy holds."""
-    order = torch.randperm(space.NUM_ARCHS, generator=torch.Generator().manual_seed(0))
-    return {space.to_string(i) for i in order[:ROWS].tolist()}
+    order = torch.randperm(NB201.size, generator=torch.Generator().manual_seed(0))
+    return {NB201.to_string(i) for i in order[:ROWS].tolist()}
 
 
 def _rows(src: Path, keep: set[str]) -> list[str]:
@@ -101,11 +101,11 @@ def test_held_out_devices_never_reach_training(trained) -> None:
 def test_a_held_out_table_is_unreadable_here(tables: Path) -> None:
     """The leakage guard itself: reading a held-out copy fails, so the run above never did."""
     with pytest.raises(UserError, match="unreadable"):
-        parse_spec(f"csv:{tables}/pixel3.csv.gz")
+        load_tasks(f"csv:{tables}/pixel3.csv.gz")
 
 
 def test_csv_globs_give_one_task_per_file(tables: Path) -> None:
-    tasks = parse_spec(f"csv:{tables}/titanxp_*.csv.gz")
+    tasks = load_tasks(f"csv:{tables}/titanxp_*.csv.gz")
     assert [Path(t.name.split("#")[0]).name for t in tasks] == ["titanxp_1.csv.gz", "titanxp_256.csv.gz", "titanxp_32.csv.gz"]
     assert all(t.direction == "min" and t.size == ROWS and t.name.endswith("#latency_ms") for t in tasks)
 
@@ -121,7 +121,7 @@ def test_rank_metrics_handle_ties() -> None:
 
 
 def test_tie_heavy_phone_table_ranks_correctly(tables: Path) -> None:
-    task = parse_spec(f"csv:{tables}/essential_ph_1.csv.gz")[0]
+    task = load_tasks(f"csv:{tables}/essential_ph_1.csv.gz")[0]
     assert len(torch.unique(task.values())) < task.size // 4  # whole milliseconds: many ties
     out = rank_only(task, None, 10, 3, source=task)
     assert out["transfer"]["spearman_mean"] == pytest.approx(1.0)
@@ -129,7 +129,7 @@ def test_tie_heavy_phone_table_ranks_correctly(tables: Path) -> None:
 
 
 def test_best_matching_source_follows_the_support(tables: Path) -> None:
-    gpus = parse_spec(f"csv:{tables}/1080ti_*.csv.gz") + parse_spec(f"csv:{tables}/samsung_a50.csv.gz")
+    gpus = load_tasks(f"csv:{tables}/1080ti_*.csv.gz") + load_tasks(f"csv:{tables}/samsung_a50.csv.gz")
     target = gpus[1]  # 1080ti_256, as if it were new: itself must win
     support = target.archs[:10]
     best, r = best_source(gpus, support, (target.lookup(support) * target.sign).float())
@@ -137,7 +137,7 @@ def test_best_matching_source_follows_the_support(tables: Path) -> None:
 
 
 def _run_cli(args: list[str], capsys: pytest.CaptureFixture) -> str:
-    assert search_cli.main(args) == 0
+    assert search_main(args) == 0
     return capsys.readouterr().out
 
 
@@ -146,7 +146,7 @@ def test_rank_only_on_a_partial_table_with_best_matching_transfer(trained, tmp_p
     monkeypatch.chdir(root)  # the checkpoint names its tables relative to where it was trained
     partial = tmp_path / "mine.csv"  # 120 measured architectures of a device the run never saw
     partial.write_text("\n".join(_rows(DATA / "pixel3.csv.gz", _keep())[:121]) + "\n")
-    out = _run_cli(["--rank-only", "--task", f"csv:{partial}", "--ckpt", str(ckpt), "--support", "10", "--seeds", "3",
+    out = _run_cli(["rank", "--task", f"csv:{partial}", "--ckpt", str(ckpt), "--support", "10", "--seeds", "3",
                     "--out", str(tmp_path / "res")], capsys)
     for name in ("meta", "transfer", "params", "scratch"):
         assert f"{name} " in out
@@ -155,14 +155,14 @@ def test_rank_only_on_a_partial_table_with_best_matching_transfer(trained, tmp_p
     trained_on = load_predictor(ckpt).trained_on["tasks"]
     assert len(res["transfer"]["sources"]) == 3 and set(res["transfer"]["sources"]) <= set(trained_on)
     assert res["draws"] == 3 and not res["checkpoint_trained_on_task"]
-    assert parse_spec(f"csv:{partial}")[0].size == 120
+    assert load_tasks(f"csv:{partial}")[0].size == 120
 
 
 def test_transfer_is_skipped_when_the_training_tables_are_gone(trained, tmp_path: Path, capsys, monkeypatch, caplog) -> None:
     root, _, ckpt = trained
     monkeypatch.chdir(tmp_path)  # 'tables/...' does not resolve from here
     with caplog.at_level(logging.WARNING):
-        out = _run_cli(["--rank-only", "--task", f"csv:{root}/tables/titanx_1.csv.gz", "--ckpt", str(ckpt),
+        out = _run_cli(["rank", "--task", f"csv:{root}/tables/titanx_1.csv.gz", "--ckpt", str(ckpt),
                         "--seeds", "2"], capsys)
     assert "transfer skipped" in caplog.text and "--source" in caplog.text
     assert "transfer " not in out and "meta " in out
@@ -172,41 +172,41 @@ def test_support_archs_with_csv_tasks(trained, tmp_path: Path, capsys, monkeypat
     root, _, ckpt = trained
     monkeypatch.chdir(root)
     task = f"csv:{root}/tables/samsung_a50.csv.gz"
-    held = parse_spec(task)[0].archs
+    held = load_tasks(task)[0].archs
     good = tmp_path / "good.txt"
-    good.write_text("\n".join(space.to_string(i) for i in held[:10].tolist()) + "\n")
-    out = _run_cli(["--rank-only", "--task", task, "--ckpt", str(ckpt), "--support-archs", str(good)], capsys)
+    good.write_text("\n".join(NB201.to_string(i) for i in held[:10].tolist()) + "\n")
+    out = _run_cli(["rank", "--task", task, "--ckpt", str(ckpt), "--support-archs", str(good)], capsys)
     assert "meta " in out
-    absent = next(i for i in range(space.NUM_ARCHS) if i not in set(held.tolist()))
+    absent = next(i for i in range(NB201.size) if i not in set(held.tolist()))
     bad = tmp_path / "bad.txt"
-    bad.write_text(good.read_text() + space.to_string(absent) + "\n")
+    bad.write_text(good.read_text() + NB201.to_string(absent) + "\n")
     with pytest.raises(UserError, match="is not in task"):
-        search_cli.main(["--rank-only", "--task", task, "--ckpt", str(ckpt), "--support-archs", str(bad)])
+        search_main(["rank", "--task", task, "--ckpt", str(ckpt), "--support-archs", str(bad)])
 
 
 def test_suggest_support_prints_k_distinct_architectures(trained, capsys) -> None:
     _, _, ckpt = trained
-    lines = _run_cli(["--suggest-support", "10", "--ckpt", str(ckpt)], capsys).splitlines()
+    lines = _run_cli(["suggest", "--k", "10", "--ckpt", str(ckpt)], capsys).splitlines()
     assert len(lines) == 10 and len(set(lines)) == 10
-    assert all(space.to_string(space.from_string(s)) == s for s in lines)
+    assert all(NB201.to_string(NB201.from_string(s)) == s for s in lines)
     module = load_predictor(ckpt)
     again = suggest_support(module, 10)
-    assert [space.to_string(i) for i in again.tolist()] == lines  # deterministic
+    assert [NB201.to_string(i) for i in again.tolist()] == lines  # deterministic
     kc = suggest_support(module, 7, method="kcenter")
     assert len(torch.unique(kc)) == 7
 
 
 def test_suggest_support_within_a_table(trained, capsys) -> None:
     root, _, ckpt = trained
-    task = parse_spec(f"csv:{root}/tables/silver_4210r.csv.gz")[0]
-    lines = _run_cli(["--suggest-support", "5", "--ckpt", str(ckpt), "--task", f"csv:{root}/tables/silver_4210r.csv.gz"],
+    task = load_tasks(f"csv:{root}/tables/silver_4210r.csv.gz")[0]
+    lines = _run_cli(["suggest", "--k", "5", "--ckpt", str(ckpt), "--task", f"csv:{root}/tables/silver_4210r.csv.gz"],
                      capsys).splitlines()
-    idx = torch.tensor([space.from_string(s) for s in lines])
+    idx = torch.tensor([NB201.from_string(s) for s in lines])
     assert len(lines) == 5 and bool(task.contains(idx).all())
     with pytest.raises(UserError, match="suggestion method"):
-        search_cli.main(["--suggest-support", "5", "--ckpt", str(ckpt), "--suggest-method", "magic"])
-    with pytest.raises(UserError, match="needs --ckpt"):
-        search_cli.main(["--suggest-support", "5"])
+        search_main(["suggest", "--k", "5", "--ckpt", str(ckpt), "--method", "magic"])
+    with pytest.raises(UserError, match="ckpt"):
+        search_main(["suggest", "--k", "5"])
 
 
 def test_predict_writes_the_whole_space_ranked(trained, tmp_path: Path, capsys) -> None:
@@ -214,15 +214,15 @@ def test_predict_writes_the_whole_space_ranked(trained, tmp_path: Path, capsys) 
     mine = tmp_path / "my_device.csv"  # ten measurements of a device the run never saw
     mine.write_text("\n".join(_rows(DATA / "samsung_s7.csv.gz", _keep())[:11]) + "\n")
     out = tmp_path / "ranking" / "all.csv"
-    text = _run_cli(["--predict", str(out), "--task", f"csv:{mine}", "--ckpt", str(ckpt)], capsys)
+    text = _run_cli(["predict", "--out", str(out), "--task", f"csv:{mine}", "--ckpt", str(ckpt)], capsys)
     assert "from 10 measurements" in text
     rows = out.read_text().splitlines()
-    assert rows[0] == "rank,arch,score,measured_latency_ms" and len(rows) == space.NUM_ARCHS + 1
+    assert rows[0] == "rank,arch,score,measured_latency_ms" and len(rows) == NB201.size + 1
     body = [r.split(",") for r in rows[1:]]
-    assert [int(r[0]) for r in body] == list(range(1, space.NUM_ARCHS + 1))
-    assert len({r[1] for r in body}) == space.NUM_ARCHS
+    assert [int(r[0]) for r in body] == list(range(1, NB201.size + 1))
+    assert len({r[1] for r in body}) == NB201.size
     scores = [float(r[2]) for r in body]
     assert scores == sorted(scores, reverse=True)
     assert sum(1 for r in body if r[3]) == 10
-    with pytest.raises(UserError, match="needs --task"):
-        search_cli.main(["--predict", str(out), "--ckpt", str(ckpt)])
+    with pytest.raises(UserError, match="task"):
+        search_main(["predict", "--out", str(out), "--ckpt", str(ckpt)])

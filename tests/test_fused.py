@@ -1,5 +1,5 @@
 """The fused MLP path against autograd and the plain module: loss gradients, the update step,
-and the inference forward used to score the whole space."""
+and the inference forward used to score the whole NB201."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import torch
 from torch.func import functional_call
 from torch.testing import assert_close
 
-from nas_lightning.benchmarks import space
-from nas_lightning.data.episodes import standardise
+from nas_lightning.spaces import NB201
+from nas_lightning.models.scoring import score, standardise
 from nas_lightning.models import fused, maml
 from nas_lightning.models.module import MetaPredictor
 from nas_lightning.models.predictors import GraphPredictor, MLPPredictor
@@ -67,8 +67,8 @@ def test_forward_single_matches_module(context: int, sparse: bool) -> None:
     with torch.no_grad():
         for p in net.parameters():
             p.copy_(0.3 * torch.randn_like(p))
-    codes = net.encode(space.all_indices()).to(DT)
-    cand = torch.arange(5, space.NUM_ARCHS, 53)
+    codes = net.encode(NB201.all_indices()).to(DT)
+    cand = torch.arange(5, NB201.size, 53)
     bags = codes.nonzero()[:, 1].view(len(codes), -1)[cand] if sparse else None
     z = torch.randn(context, dtype=DT) if context else None
     params = dict(net.named_parameters())
@@ -85,9 +85,9 @@ def test_score_members_match_plain_forward() -> None:
         for p in module.net.parameters():
             p.add_(0.1 * torch.randn_like(p))
     g = torch.Generator().manual_seed(3)
-    sup, y = torch.randperm(space.NUM_ARCHS, generator=g)[:12], torch.randn(12, generator=g)
-    cand = torch.arange(0, space.NUM_ARCHS, 41)
-    scores = module.score(sup, y, cand, True, members=3, generator=torch.Generator().manual_seed(0))
+    sup, y = torch.randperm(NB201.size, generator=g)[:12], torch.randn(12, generator=g)
+    cand = torch.arange(0, NB201.size, 41)
+    scores = score(module, sup, y, cand, True, members=3, generator=torch.Generator().manual_seed(0))
     # the same members by hand: the same bootstrap draws, adapted, then a plain forward each
     gen = torch.Generator().manual_seed(0)
     idx = torch.stack([torch.arange(12)] + [torch.randint(12, (12,), generator=gen) for _ in range(2)])
@@ -104,18 +104,18 @@ def test_score_shortlist() -> None:
     torch.manual_seed(0)
     module = MetaPredictor(hidden=16).eval()
     g = torch.Generator().manual_seed(1)
-    sup, y = torch.randperm(space.NUM_ARCHS, generator=g)[:12], torch.randn(12, generator=g)
-    cand = torch.arange(0, space.NUM_ARCHS, 7)
-    full = module.score(sup, y, cand, True, 4, torch.Generator().manual_seed(0), shortlist=None)
-    short = module.score(sup, y, cand, True, 4, torch.Generator().manual_seed(0), shortlist=100)
+    sup, y = torch.randperm(NB201.size, generator=g)[:12], torch.randn(12, generator=g)
+    cand = torch.arange(0, NB201.size, 7)
+    full = score(module, sup, y, cand, True, 4, torch.Generator().manual_seed(0), shortlist=None)
+    short = score(module, sup, y, cand, True, 4, torch.Generator().manual_seed(0), shortlist=100)
     top = torch.topk(full[0], 100).indices
     assert_close(short[0], full[0])
     assert_close(short[:, top], full[:, top])
     rest = torch.ones(len(cand), dtype=torch.bool)
     rest[top] = False
     assert_close(short[1:, rest], full[0, rest].expand(3, -1))
-    assert_close(module.score(sup, y, cand[:500], True, 4, torch.Generator().manual_seed(0)),  # under the default 1024
-                 module.score(sup, y, cand[:500], True, 4, torch.Generator().manual_seed(0), shortlist=None))
+    assert_close(score(module, sup, y, cand[:500], True, 4, torch.Generator().manual_seed(0)),  # under the default 1024
+                 score(module, sup, y, cand[:500], True, 4, torch.Generator().manual_seed(0), shortlist=None))
 
 
 def test_forward_mixes_shared_and_per_task_parameters() -> None:

@@ -19,22 +19,21 @@ from typing import Any, Callable
 import pytest
 import torch
 
-from nas_lightning.benchmarks.oracle import EvaluationView, Oracle
-from nas_lightning.benchmarks.task import Task
+from nas_lightning.tasks.oracle import EvaluationView, Oracle, TableOracle
+from nas_lightning.tasks.task import Task
 from nas_lightning.data import datamodule as dm_module
 from nas_lightning.models.module import MetaPredictor
-from nas_lightning.search.callback import ModuleScorer
+from nas_lightning.models.scoring import PredictorScorer
 from nas_lightning.search.meta import MetaSearch
 from nas_lightning.search.runner import run_comparison
 from nas_lightning.training import build_cli, fit
+from tests.conftest import GuardedTask, tiny_run
+
+pytestmark = pytest.mark.slow  # starts processes or trains
 
 TARGET = "nb201/ImageNet16-120/val_acc"
-ARGS = ["--data.train_tasks", "[nb201/cifar10/val_acc]", "--data.val_tasks", "[nb201/cifar100/train_time]",
-        "--data.target_tasks", f"[{TARGET}]", "--data.noisy_oracle", "true", "--data.meta_batch", "2",
-        "--data.support", "3", "--data.query", "16", "--data.val_query", "40", "--data.val_episodes", "2",
-        "--data.steps_per_epoch", "3", "--model.hidden", "16", "--model.context", "8", "--trainer.max_epochs", "3",
-        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-        "--search.per_round", "5", "--search.feedback", "true"]
+ARGS = tiny_run({"data.target_tasks": f"[{TARGET}]", "data.noisy_oracle": True, "trainer.max_epochs": 3,
+                 "search.per_round": 5, "search.feedback": True})
 
 
 class Leak(AssertionError):
@@ -76,32 +75,6 @@ class Guard:
 GUARD: Guard | None = None
 
 
-class GuardedTask(Task):
-    """A Task whose value tensors are behind the guard."""
-
-    @property
-    def table(self) -> torch.Tensor:
-        GUARD.check("table")
-        return self._guarded_table
-
-    @table.setter
-    def table(self, value: torch.Tensor) -> None:
-        self._guarded_table = value
-
-    @property
-    def seed_table(self) -> torch.Tensor | None:
-        GUARD.check("seed_table")
-        return self._guarded_seeds
-
-    @seed_table.setter
-    def seed_table(self, value: torch.Tensor | None) -> None:
-        self._guarded_seeds = value
-
-    @classmethod
-    def wrap(cls, t: Task) -> "GuardedTask":
-        return cls(name=t.name, direction=t.direction, archs=t.archs, table=t.table, seed_table=t.seed_table,
-                   cost=t.cost, report_only=t.report_only)
-
 
 @pytest.fixture
 def guard(monkeypatch: pytest.MonkeyPatch) -> Guard:
@@ -112,26 +85,26 @@ def guard(monkeypatch: pytest.MonkeyPatch) -> Guard:
         monkeypatch.setattr(EvaluationView, name, g.through("evaluation", getattr(EvaluationView, name)))
     monkeypatch.setattr(MetaSearch, "run", g.through("search", MetaSearch.run))
     monkeypatch.setattr(MetaPredictor, "training_step", g.through("training", MetaPredictor.training_step))
-    real = dm_module.parse_spec
+    real = dm_module.load_tasks
 
-    def parse(spec: str, official_path: str | None = None) -> list[Task]:
-        tasks = real(spec, official_path)
-        return [GuardedTask.wrap(t) for t in tasks] if spec == TARGET else tasks
+    def parse(spec: str, official_path: str | None = None, csv_dir: str | None = None) -> list[Task]:
+        tasks = real(spec, official_path, csv_dir)
+        return [GuardedTask.wrap(t, lambda what: GUARD.check(what)) for t in tasks] if spec == TARGET else tasks
 
-    monkeypatch.setattr(dm_module, "parse_spec", parse)
+    monkeypatch.setattr(dm_module, "load_tasks", parse)
     yield g
     GUARD = None
 
 
 def test_guard_refuses_direct_reads(guard: Guard) -> None:
     """The guard itself: every direct read fails; the two doors work; a search may not evaluate."""
-    task = dm_module.parse_spec(TARGET)[0]
+    task = dm_module.load_tasks(TARGET)[0]
     assert isinstance(task, GuardedTask)
     for read in (task.values, lambda: task.lookup(torch.tensor([0])), task.best,
                  lambda: task.lookup_seed(0, torch.Generator()), lambda: task.seed_table):
         with pytest.raises(Leak):
             read()
-    oracle = Oracle(task, budget=3)
+    oracle = TableOracle(task, budget=3)
     assert oracle.query([5, 6]).shape == (2,)
     view = oracle.evaluation_only()
     assert view.values().shape == (task.size,)
@@ -162,7 +135,7 @@ def test_training_and_meta_search_never_leak(guard: Guard, tmp_path: Path, monke
 
     reads_before = dict(guard.reads)
     module = cli.model.eval()
-    scorer = ModuleScorer(module, target.direction == "max", members=2)
+    scorer = PredictorScorer(module, target.direction == "max", members=2)
     results = run_comparison(target, {"meta": lambda: MetaSearch(scorer, batch=2)}, budget=6, seeds=[0, 1])
     assert guard.leaks == []
     assert results["strategies"]["meta"]["regret_mean"] is not None

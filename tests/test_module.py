@@ -10,19 +10,22 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+
+from nas_lightning.models.scoring import score
 from torch.testing import assert_close
 from torch.utils.data import DataLoader
 
-from nas_lightning.benchmarks import space
+from nas_lightning.spaces import NB201
 from nas_lightning.data.episodes import Pool, sample_episodes
 from nas_lightning.errors import UserError
 from nas_lightning.models.checkpoint import load_predictor
 from nas_lightning.models.module import MetaPredictor, NonFiniteLoss
 from nas_lightning.training import build_cli, fit
+from tests.conftest import tiny_run
 
 TARGET = "nb201/ImageNet16-120/val_acc"
-SMALL = ["--data.meta_batch", "4", "--data.query", "20", "--data.val_query", "50", "--data.val_episodes", "2",
-         "--model.hidden", "32", "--trainer.enable_progress_bar", "false"]
+SMALL = tiny_run({"data.meta_batch": 4, "data.support": 10, "data.query": 20, "data.val_query": 50, "model.hidden": 32,
+                  "model.context": 32}, tasks=False)
 SHORT = SMALL + ["--trainer.max_epochs", "2", "--data.steps_per_epoch", "5", "--search.per_round", "2"]
 CKPT_DIR = Path("runs/default/checkpoints")
 
@@ -61,7 +64,7 @@ def test_short_run_writes_checkpoints_and_logs(short_run) -> None:
     ckpt = _ckpt(root / "run1.ckpt")
     assert ckpt["epoch"] == 1 and ckpt["global_step"] == 10
     assert len(ckpt["NASTaskDataModule"]["oracles"][TARGET]["order"]) == 4
-    assert ckpt["hyper_parameters"]["space"] == space.SPACE_NAME
+    assert ckpt["hyper_parameters"]["space"] == NB201.name
 
 
 def test_resume_continues(short_run, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -89,24 +92,24 @@ def test_resume_last_without_checkpoint(tmp_path: Path, monkeypatch: pytest.Monk
 # -- score ----------------------------------------------------------------------------------------
 def _support(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return torch.randperm(space.NUM_ARCHS, generator=g)[:n], torch.randn(n, generator=g)
+    return torch.randperm(NB201.size, generator=g)[:n], torch.randn(n, generator=g)
 
 
 def test_score_shapes_and_members(short_run) -> None:
     module = short_run[1].model.eval()
     sup, y = _support(12)
-    cand = torch.arange(0, space.NUM_ARCHS, 97)
-    s1 = module.score(sup, y, cand, True, members=4, generator=torch.Generator().manual_seed(0))
-    s2 = module.score(sup, y, cand, True, members=4, generator=torch.Generator().manual_seed(1))
+    cand = torch.arange(0, NB201.size, 97)
+    s1 = score(module, sup, y, cand, True, members=4, generator=torch.Generator().manual_seed(0))
+    s2 = score(module, sup, y, cand, True, members=4, generator=torch.Generator().manual_seed(1))
     assert s1.shape == (4, len(cand)) and torch.isfinite(s1).all()
     assert_close(s1[0], s2[0])  # member 0 adapts on the whole support
-    assert_close(module.score(sup, y, cand, True)[0], s1[0])
+    assert_close(score(module, sup, y, cand, True)[0], s1[0])
     assert not torch.allclose(s1[1:], s2[1:])  # bootstrap members follow the generator
     # adaptation moves the scores away from the prior
-    prior = module.score(sup[:0], y[:0], cand, True)
+    prior = score(module, sup[:0], y[:0], cand, True)
     assert prior.shape == (1, len(cand)) and torch.isfinite(prior).all()
     assert not torch.allclose(prior[0], s1[0])
-    many = module.score(sup[:0], y[:0], cand, True, members=3)
+    many = score(module, sup[:0], y[:0], cand, True, members=3)
     assert_close(many, prior.expand(3, -1))
 
 
@@ -117,10 +120,10 @@ def test_load_predictor_matches_in_memory(short_run) -> None:
     assert not loaded.training
     for n in (0, 1, 12):
         sup, y = _support(n, seed=n)
-        cand = torch.arange(3, space.NUM_ARCHS, 131)
+        cand = torch.arange(3, NB201.size, 131)
         for maximise in (True, False):
-            assert_close(loaded.score(sup, y, cand, maximise, members=3, generator=torch.Generator().manual_seed(5)),
-                         module.score(sup, y, cand, maximise, members=3, generator=torch.Generator().manual_seed(5)))
+            assert_close(score(loaded, sup, y, cand, maximise, members=3, generator=torch.Generator().manual_seed(5)),
+                         score(module, sup, y, cand, maximise, members=3, generator=torch.Generator().manual_seed(5)))
     assert loaded.trained_on["fed_back"] == {}  # the default config keeps the target out of training
     assert "nb201/cifar10/val_acc" in loaded.trained_on["tasks"]
 
@@ -157,7 +160,7 @@ def test_load_predictor_mismatch(short_run, tmp_path: Path) -> None:
 # -- non-finite losses ------------------------------------------------------------------------------
 def _episodes(n: int = 3) -> DataLoader:
     g = torch.Generator().manual_seed(0)
-    archs = torch.randperm(space.NUM_ARCHS, generator=g)[:60]
+    archs = torch.randperm(NB201.size, generator=g)[:60]
     pool = Pool("synthetic", archs, torch.randn(60, generator=g), True)
     return DataLoader([sample_episodes([pool], 4, 5, 10, g) for _ in range(n)], batch_size=None)
 

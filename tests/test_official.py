@@ -10,10 +10,12 @@ import pytest
 import torch
 from nas_201_api import ArchResults, ResultsCount
 
-from nas_lightning.benchmarks import official, space
-from nas_lightning.benchmarks.official import OFFICIAL_METRICS, load_official
-from nas_lightning.benchmarks.oracle import Oracle
-from nas_lightning.benchmarks.tables import DATASETS, parse_spec
+from nas_lightning.spaces import NB201
+from nas_lightning.tasks import official
+from nas_lightning.tasks.official import OFFICIAL_METRICS, load_official
+from nas_lightning.tasks.oracle import TableOracle
+from nas_lightning.tasks.embedded import DATASETS
+from nas_lightning.tasks.load import load_tasks
 from nas_lightning.errors import UserError
 
 EPOCHS = 3
@@ -42,7 +44,7 @@ def _fake(arch: int, dataset: str, seed: int) -> dict[str, float]:
 
 def _record(arch: int, dataset: str, seed: int, scale: float) -> ResultsCount:
     f = _fake(arch, dataset, seed)
-    config = {"name": "infer.tiny", "channel": 16, "num_cells": 5, "arch_str": space.to_string(arch), "class_num": 10}
+    config = {"name": "infer.tiny", "channel": 16, "num_cells": 5, "arch_str": NB201.to_string(arch), "class_num": 10}
     # flop as a numpy scalar, as the real file has: the weights-only loader refuses it
     rc = ResultsCount(dataset, None, {e: 1.0 for e in range(EPOCHS)}, {e: 2.0 for e in range(EPOCHS)},
                       f["params"], np.float64(f["flops"]), config, seed, EPOCHS, [f["latency"]])
@@ -59,7 +61,7 @@ def _record(arch: int, dataset: str, seed: int, scale: float) -> ResultsCount:
 
 
 def _arch_results(api_index: int, arch: int, scale: float) -> dict:
-    res = ArchResults(api_index, space.to_string(arch))
+    res = ArchResults(api_index, NB201.to_string(arch))
     for dataset in API_DATASETS:
         for seed in _seeds(arch, dataset):
             res.update(dataset, seed, _record(arch, dataset, seed, scale))
@@ -68,7 +70,7 @@ def _arch_results(api_index: int, arch: int, scale: float) -> dict:
 
 def official_dict() -> dict:
     """A five-architecture file in the official format; the 12-epoch ('less') numbers are decoys."""
-    return {"meta_archs": [space.to_string(a) for a in ARCHS],
+    return {"meta_archs": [NB201.to_string(a) for a in ARCHS],
             "arch2infos": {i: {"less": _arch_results(i, a, 0.5), "full": _arch_results(i, a, 1.0)} for i, a in enumerate(ARCHS)},
             "evaluated_indexes": list(range(len(ARCHS)))}
 
@@ -133,10 +135,10 @@ def test_test_accuracy_is_report_only_and_refused_by_the_oracle(data):
     test = load_official("cifar100", "test_acc", data)
     assert test.report_only
     with pytest.raises(UserError, match="report-only"):
-        Oracle(test)
+        TableOracle(test)
     val = load_official("cifar100", "val_acc", data)
     assert not val.report_only
-    assert float(Oracle(val).query(9000)[0]) == pytest.approx(expected("cifar100", "val_acc")[9000])
+    assert float(TableOracle(val).query(9000)[0]) == pytest.approx(expected("cifar100", "val_acc")[9000])
 
 
 def test_partial_table(data):
@@ -163,7 +165,7 @@ def test_missing_source_and_missing_file(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="nope.pth"):
         load_official("cifar10", "val_acc")
     with pytest.raises(UserError, match="nope.pth"):
-        parse_spec("nb201-official/cifar10/val_acc", str(missing))
+        load_tasks("nb201-official/cifar10/val_acc", str(missing))
 
 
 def test_unreadable_file_is_a_user_error(tmp_path):
@@ -177,7 +179,7 @@ def test_file_is_read_once_then_cached_until_it_changes(data, tmp_path, monkeypa
     path = tmp_path / "NAS-Bench-201-v1_1-096897.pth"
     torch.save(data, path)
     monkeypatch.setenv(official.ENV_VAR, str(path))
-    (task,) = parse_spec("nb201-official/cifar100/params")
+    (task,) = load_tasks("nb201-official/cifar100/params")
     want = expected("cifar100", "params")
     assert torch.allclose(task.values(), torch.tensor([want[a] for a in sorted(want)], dtype=torch.float64))
     assert len(list((tmp_path / "cache").glob("nb201_official_*.pt"))) == 1

@@ -5,15 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nas_lightning.benchmarks import space, tables
-from nas_lightning.benchmarks.oracle import BudgetExhausted, EvaluationView, Oracle
-from nas_lightning.benchmarks.task import Task
+from nas_lightning.spaces import NB201
+from nas_lightning.tasks import embedded
+from nas_lightning.tasks.oracle import BudgetExhausted, EvaluationView, TableOracle
+from nas_lightning.tasks.task import Task
 from nas_lightning.errors import UserError
 
 
 @pytest.fixture(scope="module")
 def val_task() -> Task:
-    return tables.load_embedded("cifar10", "val_acc")
+    return embedded.load_embedded("cifar10", "val_acc")
 
 
 def _small_task(direction: str = "min", report_only: bool = False) -> Task:
@@ -29,11 +30,11 @@ def _small_task(direction: str = "min", report_only: bool = False) -> Task:
 
 
 def _archs(n: int, seed: int = 0) -> list[int]:
-    return space.sample(n, torch.Generator().manual_seed(seed)).tolist()
+    return NB201.sample(n, torch.Generator().manual_seed(seed)).tolist()
 
 
 def test_query_returns_table_values_in_order(val_task):
-    oracle = Oracle(val_task)
+    oracle = TableOracle(val_task)
     archs = _archs(20)
     got = oracle.query(archs)
     assert got.dtype == torch.float64 and got.shape == (20,)
@@ -48,7 +49,7 @@ def test_query_returns_table_values_in_order(val_task):
 
 
 def test_budget_enforced(val_task):
-    oracle = Oracle(val_task, budget=5)
+    oracle = TableOracle(val_task, budget=5)
     archs = _archs(8, seed=1)
     oracle.query(archs[:3])
     assert oracle.remaining == 2
@@ -67,7 +68,7 @@ def test_budget_enforced(val_task):
 
 
 def test_budget_of_one(val_task):
-    oracle = Oracle(val_task, budget=1)
+    oracle = TableOracle(val_task, budget=1)
     oracle.query([7, 7, 7])
     assert oracle.num_queries == 1
     with pytest.raises(BudgetExhausted):
@@ -76,7 +77,7 @@ def test_budget_of_one(val_task):
 
 
 def test_repeated_architecture_charged_once(val_task):
-    oracle = Oracle(val_task, budget=3)
+    oracle = TableOracle(val_task, budget=3)
     a, b = _archs(2, seed=2)
     out = oracle.query([a, a, b, a, b])
     assert oracle.num_queries == 2
@@ -87,7 +88,7 @@ def test_repeated_architecture_charged_once(val_task):
 
 
 def test_history_is_ordered(val_task):
-    oracle = Oracle(val_task)
+    oracle = TableOracle(val_task)
     archs = _archs(12, seed=3)
     for a in archs[:6]:
         oracle.query(a)
@@ -99,42 +100,42 @@ def test_history_is_ordered(val_task):
 
 def test_best_respects_direction():
     for direction, best in (("min", (10, 1.0)), ("max", (42, 7.0))):
-        oracle = Oracle(_small_task(direction))
+        oracle = TableOracle(_small_task(direction))
         assert oracle.best() is None
         oracle.query([3, 10, 42, 100])
         assert oracle.best() == best
         assert oracle.sign == (1.0 if direction == "max" else -1.0)
-    oracle = Oracle(_small_task("min"))
+    oracle = TableOracle(_small_task("min"))
     oracle.query([42, 100])
     assert oracle.best() == (100, 3.0)
 
 
 def test_query_outside_the_table_raises_key_error():
-    oracle = Oracle(_small_task("min"), budget=3)
+    oracle = TableOracle(_small_task("min"), budget=3)
     with pytest.raises(KeyError):
         oracle.query([3, 4])
-    assert oracle.num_queries == 1  # the missing architecture is not charged
+    assert oracle.num_queries == 0  # a query naming an architecture the task lacks is refused whole
     assert oracle.history()[0].tolist() == [3]
 
 
 def test_cost_sums_train_time(val_task):
-    oracle = Oracle(val_task)
+    oracle = TableOracle(val_task)
     assert oracle.cost == 0.0
     archs = _archs(10, seed=4)
     oracle.query(archs + archs[:3])
     expect = float(val_task.cost[torch.tensor(archs)].sum())
     assert oracle.cost == pytest.approx(expect, rel=1e-9)
     assert expect > 0
-    toy = Oracle(_small_task("min"))
+    toy = TableOracle(_small_task("min"))
     toy.query([10, 999, 10])
     assert toy.cost == pytest.approx(70.0)
 
 
 def test_noisy_mode_returns_seed_values_and_is_reproducible(val_task):
     archs = _archs(60, seed=5)
-    a = Oracle(val_task, noisy=True, seed=11).query(archs)
-    b = Oracle(val_task, noisy=True, seed=11).query(archs)
-    c = Oracle(val_task, noisy=True, seed=12).query(archs)
+    a = TableOracle(val_task, noisy=True, seed=11).query(archs)
+    b = TableOracle(val_task, noisy=True, seed=11).query(archs)
+    c = TableOracle(val_task, noisy=True, seed=12).query(archs)
     assert torch.equal(a, b)
     assert not torch.equal(a, c)
     seeds = val_task.seed_table[torch.tensor(archs)]
@@ -145,30 +146,30 @@ def test_noisy_mode_returns_seed_values_and_is_reproducible(val_task):
     mean = val_task.lookup(torch.tensor(archs)).to(torch.float64)
     assert not torch.allclose(a, mean)
     # a repeated query returns the same draw
-    o = Oracle(val_task, noisy=True, seed=11)
+    o = TableOracle(val_task, noisy=True, seed=11)
     first = o.query(archs[:5])
     assert torch.equal(o.query(archs[:5]), first)
 
 
 def test_noisy_mode_without_seeds_gives_the_table():
-    oracle = Oracle(_small_task("max"), noisy=True, seed=0)
+    oracle = TableOracle(_small_task("max"), noisy=True, seed=0)
     assert oracle.query([3, 42]).tolist() == [5.0, 7.0]
 
 
 @pytest.mark.parametrize("budget", [0, -1, -100])
 def test_budget_below_one_is_a_user_error(val_task, budget):
     with pytest.raises(UserError, match=str(budget)):
-        Oracle(val_task, budget=budget)
+        TableOracle(val_task, budget=budget)
 
 
 def test_report_only_task_is_a_user_error():
     task = _small_task("max", report_only=True)
     with pytest.raises(UserError, match="toy/max"):
-        Oracle(task)
+        TableOracle(task)
 
 
 def test_evaluation_only_gives_optimum_and_regret(val_task):
-    oracle = Oracle(val_task, budget=2)
+    oracle = TableOracle(val_task, budget=2)
     view = oracle.evaluation_only()
     assert isinstance(view, EvaluationView)
     idx, opt = view.optimum()
@@ -182,7 +183,7 @@ def test_evaluation_only_gives_optimum_and_regret(val_task):
     assert torch.equal(view.lookup(torch.tensor([idx])), val_task.lookup(torch.tensor([idx])))
     assert oracle.num_queries == 0  # the evaluation path is not charged
 
-    mview = Oracle(_small_task("min")).evaluation_only()
+    mview = TableOracle(_small_task("min")).evaluation_only()
     assert mview.optimum() == (10, 1.0)
     assert mview.regret(3.0) == pytest.approx(2.0)
     assert mview.regret(1.0) == 0.0
@@ -192,10 +193,10 @@ def test_evaluation_only_gives_optimum_and_regret(val_task):
 @pytest.mark.parametrize("noisy", [False, True])
 def test_state_dict_round_trip_continues_identically(val_task, noisy):
     archs = _archs(30, seed=6)
-    a = Oracle(val_task, budget=25, noisy=noisy, seed=3)
+    a = TableOracle(val_task, budget=25, noisy=noisy, seed=3)
     a.query(archs[:10])
     state = a.state_dict()
-    b = Oracle(val_task, budget=25, noisy=noisy, seed=99)
+    b = TableOracle(val_task, budget=25, noisy=noisy, seed=99)
     b.load_state_dict(state)
     assert b.num_queries == a.num_queries == 10
     assert b.remaining == a.remaining == 15
@@ -216,16 +217,16 @@ def test_state_dict_round_trip_continues_identically(val_task, noisy):
 
 
 def test_state_dict_restores_budget(val_task):
-    a = Oracle(val_task, budget=4)
+    a = TableOracle(val_task, budget=4)
     a.query(_archs(2, seed=7))
-    b = Oracle(val_task)
+    b = TableOracle(val_task)
     b.load_state_dict(a.state_dict())
     assert b.budget == 4 and b.remaining == 2
 
 
 def test_negative_index_is_not_in_the_table(val_task):
     assert val_task.contains(torch.tensor([-1])).tolist() == [False]
-    oracle = Oracle(val_task, budget=3)
+    oracle = TableOracle(val_task, budget=3)
     with pytest.raises(KeyError):
         oracle.query(-1)
     assert oracle.num_queries == 0

@@ -18,20 +18,19 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader
 
-from nas_lightning.benchmarks import space
+from nas_lightning.spaces import NB201
 from nas_lightning.data.episodes import Pool, sample_episodes
 from nas_lightning.models.module import MetaPredictor
 from nas_lightning.training import FiniteModelCheckpoint, build_cli, fit
+from tests.conftest import tiny_run, torch_threads
+
+pytestmark = pytest.mark.slow  # starts processes or trains
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET = "nb201/ImageNet16-120/val_acc"
 CKPT = Path("runs/default/checkpoints")
 # feedback on: the target's answers enter training, so the oracle and the task set must resume too
-ARGS = ["--data.train_tasks", "[nb201/cifar10/val_acc]", "--data.val_tasks", "[nb201/cifar100/train_time]",
-        "--data.meta_batch", "2", "--data.support", "3", "--data.query", "16", "--data.val_query", "40",
-        "--data.val_episodes", "2", "--data.steps_per_epoch", "3", "--model.hidden", "16", "--model.context", "8",
-        "--model.lr", "0.01", "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-        "--search.per_round", "3", "--search.feedback", "true"]
+ARGS = tiny_run({"model.lr": 0.01, "search.per_round": 3, "search.feedback": True})
 
 
 class Recorder(L.Callback):
@@ -56,7 +55,8 @@ def _run(root: Path, args: list[str]) -> tuple[Recorder, dict]:
         cli = build_cli(ARGS + args)
         rec = Recorder()
         cli.trainer.callbacks.append(rec)
-        fit(cli)
+        with torch_threads(1):  # as the interrupted subprocess (OMP_NUM_THREADS=1): the same reduction order
+            fit(cli)
     finally:
         os.chdir(cwd)
     return rec, torch.load(root / CKPT / "last.ckpt", map_location="cpu", weights_only=False)
@@ -150,13 +150,13 @@ def test_interrupted_run_resumes(signum: int, tmp_path: Path, runs) -> None:
          "--trainer.callbacks+=tests.test_resume.PauseAtStep"],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 1800  # only stops a hung run
         while not (tmp_path / "paused").exists():
             assert proc.poll() is None, proc.communicate()[1][-2000:]
             assert time.monotonic() < deadline, "the run never reached step 4"
             time.sleep(0.05)
         proc.send_signal(signum)
-        _, err = proc.communicate(timeout=120)
+        _, err = proc.communicate(timeout=1800)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -176,7 +176,7 @@ def test_interrupted_run_resumes(signum: int, tmp_path: Path, runs) -> None:
 # -- non-finite scores never become best -----------------------------------------------------
 def _loader(n: int, seed: int) -> DataLoader:
     g = torch.Generator().manual_seed(seed)
-    archs = torch.randperm(space.NUM_ARCHS, generator=g)[:60]
+    archs = torch.randperm(NB201.size, generator=g)[:60]
     pool = Pool("synthetic", archs, torch.randn(60, generator=g), True)
     return DataLoader([sample_episodes([pool], 4, 5, 10, g) for _ in range(n)], batch_size=None)
 

@@ -9,19 +9,20 @@ from pathlib import Path
 import pytest
 import torch
 
-from nas_lightning.benchmarks import space, tables
-from nas_lightning.benchmarks.task import Task
+from nas_lightning.spaces import NB201
+from nas_lightning.tasks import load
+from nas_lightning.tasks.task import Task
 from nas_lightning.errors import UserError
 from nas_lightning.search import LocalSearch, RandomSearch, RegularizedEvolution, make_strategy
 from nas_lightning.search import runner
-from nas_lightning.search.runner import checkpoints, format_table, run_comparison, write_results
+from nas_lightning.search.runner import format_table, regret_marks, run_comparison, write_results
 
 FACTORIES = {"random": RandomSearch, "rea": RegularizedEvolution, "local": LocalSearch}
 
 
 @pytest.fixture(scope="module")
 def cifar10() -> Task:
-    return tables.parse_spec("nb201/cifar10/val_acc")[0]
+    return load.load_tasks("nb201/cifar10/val_acc")[0]
 
 
 @pytest.fixture(scope="module")
@@ -37,17 +38,17 @@ def small() -> Task:
 
 
 def test_checkpoints() -> None:
-    assert checkpoints(5) == [5]
-    assert checkpoints(30) == [10, 20, 30]
-    assert checkpoints(100) == [10, 20, 50, 100]
-    assert checkpoints(250) == [10, 20, 50, 100, 200, 250]
+    assert regret_marks(5) == [5]
+    assert regret_marks(30) == [10, 20, 30]
+    assert regret_marks(100) == [10, 20, 50, 100]
+    assert regret_marks(250) == [10, 20, 50, 100, 200, 250]
 
 
 def test_top_level_fields(results: dict, cifar10: Task) -> None:
     arch, value = cifar10.best()
     assert results["task"] == "nb201/cifar10/val_acc" and results["direction"] == "max"
     assert results["budget"] == 30 and results["seeds"] == [0, 1, 2]
-    assert results["optimum"] == {"value": pytest.approx(value), "arch": space.to_string(arch)}
+    assert results["optimum"] == {"value": pytest.approx(value), "arch": NB201.to_string(arch)}
     assert list(results["strategies"]) == list(FACTORIES)
 
 
@@ -58,7 +59,7 @@ def test_summaries_agree_with_histories(results: dict, cifar10: Task) -> None:
         assert [s["seed"] for s in seeds] == [0, 1, 2]
         for s in seeds:
             assert len(s["archs"]) == len(set(s["archs"])) == 30
-            values = cifar10.lookup(torch.tensor([space.from_string(a) for a in s["archs"]]))
+            values = cifar10.lookup(torch.tensor([NB201.from_string(a) for a in s["archs"]]))
             assert s["values"] == pytest.approx(values.tolist())
             running = torch.cummax(values, 0).values
             assert s["best_so_far"] == pytest.approx(running.tolist())
@@ -89,8 +90,8 @@ def test_optimum_found_on_a_small_task(small: Task) -> None:
         assert r["hit_optimum_rate"] == 1.0 and r["regret_mean"] == pytest.approx(0.0, abs=1e-12)
         found = sorted(s["found_optimum_at"] for s in r["per_seed"])
         assert r["queries_to_optimum_median"] == found[1]  # lower median of four
-        assert all(s["archs"][s["found_optimum_at"] - 1] == space.to_string(opt_arch) for s in r["per_seed"])
-        assert r["best_arch"] == space.to_string(opt_arch)
+        assert all(s["archs"][s["found_optimum_at"] - 1] == NB201.to_string(opt_arch) for s in r["per_seed"])
+        assert r["best_arch"] == NB201.to_string(opt_arch)
 
 
 def test_queries_to_optimum_is_none_when_most_seeds_miss(results: dict) -> None:
@@ -108,14 +109,14 @@ def test_same_seeds_same_results(cifar10: Task, results: dict) -> None:
 def test_noisy_oracle_is_scored_on_table_means(cifar10: Task) -> None:
     res = run_comparison(cifar10, {"random": RandomSearch}, budget=20, seeds=[0], noisy=True)
     s = res["strategies"]["random"]["per_seed"][0]
-    means = cifar10.lookup(torch.tensor([space.from_string(a) for a in s["archs"]]))
+    means = cifar10.lookup(torch.tensor([NB201.from_string(a) for a in s["archs"]]))
     assert s["values"] != pytest.approx(means.tolist())  # observed: one training seed each
     assert min(abs(s["best_value"] - m) for m in means.tolist()) < 1e-9
     assert min(s["regret_so_far"]) >= 0
 
 
 def test_transfer_through_the_registry(cifar10: Task) -> None:
-    source = tables.parse_spec("nb201/cifar100/val_acc")[0]
+    source = load.load_tasks("nb201/cifar100/val_acc")[0]
     res = run_comparison(cifar10, {"transfer": lambda: make_strategy("transfer", source=source)}, 10, [0, 1])
     assert res["strategies"]["transfer"]["regret_at"]["10"] < 1.0  # cifar100 ranks cifar10 well
 

@@ -2,35 +2,36 @@
 
 from __future__ import annotations
 
-import sys
 
 import pytest
 import torch
 
-from nas_lightning.benchmarks import space, tables
-from nas_lightning.benchmarks.oracle import Oracle
-from nas_lightning.benchmarks.task import Task
+from nas_lightning.spaces import NB201
+from nas_lightning.tasks import load
+from nas_lightning.tasks.oracle import TableOracle
+from nas_lightning.tasks.task import Task
 from nas_lightning.errors import UserError
 from nas_lightning.search import STRATEGIES, MetaSearch, RegularizedEvolution, Reinforce, Strategy, make_strategy
 from nas_lightning.search.strategies import quota
+from tests.conftest import GuardedTask, only_from
 
 NAMES = list(STRATEGIES)
 
 
 @pytest.fixture(scope="module")
 def cifar10() -> Task:
-    return tables.parse_spec("nb201/cifar10/val_acc")[0]
+    return load.load_tasks("nb201/cifar10/val_acc")[0]
 
 
 @pytest.fixture(scope="module")
 def cifar100() -> Task:
-    return tables.parse_spec("nb201/cifar100/val_acc")[0]
+    return load.load_tasks("nb201/cifar100/val_acc")[0]
 
 
 @pytest.fixture(scope="module")
 def partial(cifar10: Task) -> Task:
     """Every 37th arch, as an error rate (lower is better): 423 archs, a 'min' task."""
-    archs = torch.arange(3, space.NUM_ARCHS, 37)
+    archs = torch.arange(3, NB201.size, 37)
     return Task(name="test/partial_err", direction="min", archs=archs, table=100.0 - cifar10.lookup(archs))
 
 
@@ -38,9 +39,9 @@ class TableScorer:
     """A fake predictor: members are a source table and two perturbed copies; records its calls."""
 
     def __init__(self, source: Task) -> None:
-        base = torch.full((space.NUM_ARCHS,), -1e9)
+        base = torch.full((NB201.size,), -1e9)
         base[source.archs] = source.sign * source.values().float()
-        wiggle = torch.sin(torch.arange(space.NUM_ARCHS).float())
+        wiggle = torch.sin(torch.arange(NB201.size).float())
         self.members, self.calls = torch.stack([base, base + wiggle, base - wiggle]), []
 
     def __call__(self, support: torch.Tensor, targets: torch.Tensor, candidates: torch.Tensor,
@@ -53,8 +54,8 @@ def build(name: str, source: Task) -> Strategy:
     return make_strategy(name, source=source, scorer=TableScorer(source))
 
 
-def run_fresh(task: Task, name: str, source: Task, budget: int, seed: int, n: int | None = None) -> Oracle:
-    oracle = Oracle(task, budget, seed=seed)
+def run_fresh(task: Task, name: str, source: Task, budget: int, seed: int, n: int | None = None) -> TableOracle:
+    oracle = TableOracle(task, budget, seed=seed)
     build(name, source).run(oracle, budget if n is None else n, torch.Generator().manual_seed(seed))
     return oracle
 
@@ -70,14 +71,14 @@ def test_spends_exactly_the_budget_and_never_raises(name: str, cifar10: Task, ci
 
 @pytest.mark.parametrize("name", NAMES)
 def test_rounds_continue_the_history(name: str, cifar10: Task, cifar100: Task) -> None:
-    oracle = Oracle(cifar10, budget=None, seed=0)
+    oracle = TableOracle(cifar10, budget=None, seed=0)
     strategy, gen = build(name, cifar100), torch.Generator().manual_seed(3)
     strategy.run(oracle, 12, gen)
     first = oracle.history()[0].clone()
     strategy.run(oracle, 12, gen)
     assert oracle.num_queries == 24
     assert torch.equal(oracle.history()[0][:12], first)
-    capped = Oracle(cifar10, budget=20, seed=0)
+    capped = TableOracle(cifar10, budget=20, seed=0)
     strategy.run(capped, 12, gen)
     strategy.run(capped, 12, gen)
     assert capped.num_queries == 20
@@ -100,7 +101,7 @@ def test_different_seed_different_history(name: str, cifar10: Task, cifar100: Ta
 def test_thompson_meta_depends_on_the_seed(cifar10: Task, cifar100: Task) -> None:
     histories = []
     for seed in (0, 1):
-        oracle = Oracle(cifar10, 20, seed=seed)
+        oracle = TableOracle(cifar10, 20, seed=seed)
         MetaSearch(TableScorer(cifar100), acquisition="thompson").run(oracle, 20, torch.Generator().manual_seed(seed))
         histories.append(oracle.history()[0])
     assert not torch.equal(*histories)
@@ -125,7 +126,7 @@ def test_direction_is_respected(partial: Task, cifar10: Task) -> None:
     """On a 'min' task ranked by its 'max' source, transfer and meta query the minimum first."""
     optimum = partial.best()[0]
     assert run_fresh(partial, "transfer", cifar10, budget=5, seed=0).history()[0][0] == optimum
-    scorer, oracle = TableScorer(cifar10), Oracle(partial, 5, seed=0)
+    scorer, oracle = TableScorer(cifar10), TableOracle(partial, 5, seed=0)
     MetaSearch(scorer, beta=0.0).run(oracle, 5, torch.Generator().manual_seed(0))
     assert oracle.history()[0][0] == optimum
     _, targets, _ = scorer.calls[-1]
@@ -133,11 +134,11 @@ def test_direction_is_respected(partial: Task, cifar10: Task) -> None:
 
 
 def test_meta_starts_from_the_prior_and_stops_at_budget(cifar10: Task, cifar100: Task) -> None:
-    scorer, oracle = TableScorer(cifar100), Oracle(cifar10, 10, seed=0)
+    scorer, oracle = TableScorer(cifar100), TableOracle(cifar10, 10, seed=0)
     MetaSearch(scorer, batch=3, beta=0.0).run(oracle, 100, torch.Generator().manual_seed(0))
     assert oracle.num_queries == 10
     assert [len(c[0]) for c in scorer.calls] == [0, 3, 6, 9]
-    assert len(scorer.calls[0][2]) == space.NUM_ARCHS
+    assert len(scorer.calls[0][2]) == NB201.size
     top3 = set(torch.topk(cifar100.values(), 3).indices.tolist())  # the members' mean is the source table
     assert set(oracle.history()[0][:3].tolist()) == top3
     for support, _, cands in scorer.calls[1:]:
@@ -145,38 +146,18 @@ def test_meta_starts_from_the_prior_and_stops_at_budget(cifar10: Task, cifar100:
 
 
 def test_meta_mutation_mode_scores_few_candidates(cifar10: Task, cifar100: Task) -> None:
-    scorer, oracle = TableScorer(cifar100), Oracle(cifar10, 25, seed=0)
+    scorer, oracle = TableScorer(cifar100), TableOracle(cifar10, 25, seed=0)
     MetaSearch(scorer, batch=2, max_candidates=100).run(oracle, 25, torch.Generator().manual_seed(0))
     assert oracle.num_queries == 25
     assert all(1 <= len(c[2]) <= 100 for c in scorer.calls)
     support, _, cands = scorer.calls[-1]
     best = int(support[torch.argmax(scorer.calls[-1][1])])
-    assert torch.isin(space.neighbours(best), cands).any()  # mutations of the best are candidates
-
-
-class GuardedTask(Task):
-    """A task whose values can only be read by ``Oracle.query``, one architecture at a time."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self.reads = 0
-
-    def values(self) -> torch.Tensor:
-        raise AssertionError("a search read the whole target table")
-
-    def best(self) -> tuple[int, float]:
-        raise AssertionError("a search read the target optimum")
-
-    def lookup(self, indices: torch.Tensor) -> torch.Tensor:
-        caller = sys._getframe(1).f_code
-        assert caller.co_name == "query" and caller.co_filename.endswith("oracle.py"), caller
-        self.reads += len(torch.as_tensor(indices).reshape(-1))
-        return super().lookup(indices)
+    assert torch.isin(NB201.neighbours(best), cands).any()  # mutations of the best are candidates
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_target_values_come_only_through_oracle_query(name: str, cifar10: Task, cifar100: Task) -> None:
-    guarded = GuardedTask(name="test/guarded", direction="max", archs=cifar10.archs, table=cifar10.table)
+    guarded = GuardedTask.wrap(cifar10, only_from("_evaluate", "oracle.py"))  # values only as an oracle answers
     oracle = run_fresh(guarded, name, cifar100, budget=30, seed=0)
     assert oracle.num_queries == 30 and guarded.reads == 30
 
@@ -206,4 +187,4 @@ def test_user_errors_name_the_choices(cifar10: Task) -> None:
     with pytest.raises(UserError, match="momentum=1"):
         Reinforce(momentum=1.0)
     with pytest.raises(UserError, match="-1"):
-        quota(Oracle(cifar10, 5), -1)
+        quota(TableOracle(cifar10, 5), -1)

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import gzip
 import math
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from nas_lightning.benchmarks import space, tables
-from nas_lightning.benchmarks.task import Task
+from nas_lightning.spaces import NB201
+from nas_lightning.tasks import load
+from nas_lightning.tasks import embedded as emb
+from nas_lightning.tasks.task import Task
 from nas_lightning.errors import UserError
 
 CIFAR10_VAL_OPTIMUM = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_1x1~2|"
@@ -22,8 +23,8 @@ DEVICE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "n
 @pytest.fixture(scope="module")
 def embedded() -> dict[str, Task]:
     out = {}
-    for spec in tables.embedded_specs():
-        (task,) = tables.parse_spec(spec)
+    for spec in emb.embedded_specs():
+        (task,) = load.load_tasks(spec)
         out[spec] = task
     return out
 
@@ -32,7 +33,7 @@ def embedded() -> dict[str, Task]:
 
 
 def test_embedded_specs_are_the_twelve():
-    specs = tables.embedded_specs()
+    specs = emb.embedded_specs()
     assert len(specs) == 12 == len(set(specs))
     assert {s.split("/")[1] for s in specs} == {"cifar10", "cifar100", "ImageNet16-120"}
     assert {s.split("/")[2] for s in specs} == {"val_acc", "train_time", "latency", "params"}
@@ -41,9 +42,9 @@ def test_embedded_specs_are_the_twelve():
 def test_embedded_tasks_cover_the_space(embedded):
     for spec, task in embedded.items():
         assert task.name == spec
-        assert task.size == space.NUM_ARCHS
-        assert torch.equal(task.archs, space.all_indices())
-        assert task.table.shape == (space.NUM_ARCHS,)
+        assert task.size == NB201.size
+        assert torch.equal(task.archs, NB201.all_indices())
+        assert task.table.shape == (NB201.size,)
         assert bool(torch.isfinite(task.table).all()), spec
         assert task.direction == ("max" if spec.endswith("/val_acc") else "min"), spec
         assert task.sign == (1.0 if task.direction == "max" else -1.0)
@@ -54,17 +55,17 @@ def test_embedded_tasks_cover_the_space(embedded):
 def test_cifar10_validation_optimum(embedded):
     task = embedded["nb201/cifar10/val_acc"]
     idx, value = task.best()
-    assert space.to_string(idx) == CIFAR10_VAL_OPTIMUM
+    assert NB201.to_string(idx) == CIFAR10_VAL_OPTIMUM
     assert value == pytest.approx(91.61, abs=0.01)
     assert float(task.lookup(torch.tensor([idx]))[0]) == pytest.approx(value)
     assert float(task.table.max()) == pytest.approx(value)
 
 
 def test_val_acc_seed_table(embedded):
-    for d in tables.DATASETS:
+    for d in emb.DATASETS:
         task = embedded[f"nb201/{d}/val_acc"]
         seeds = task.seed_table
-        assert seeds is not None and seeds.shape == (space.NUM_ARCHS, 3)
+        assert seeds is not None and seeds.shape == (NB201.size, 3)
         present = (~torch.isnan(seeds)).sum(1)
         assert int(present.min()) >= 2 and int(present.max()) <= 3
         torch.testing.assert_close(seeds.nanmean(1), task.table.to(seeds.dtype))
@@ -76,9 +77,9 @@ def test_val_acc_seed_table(embedded):
 
 
 def test_cost_is_the_train_time_of_the_dataset(embedded):
-    for d in tables.DATASETS:
+    for d in emb.DATASETS:
         train = embedded[f"nb201/{d}/train_time"].table
-        for m in tables.EMBEDDED_METRICS:
+        for m in emb.EMBEDDED_METRICS:
             torch.testing.assert_close(embedded[f"nb201/{d}/{m}"].cost.to(train.dtype), train)
     # a harder dataset costs more to train on, arch by arch on average
     assert float(embedded["nb201/ImageNet16-120/train_time"].table.mean()) > float(
@@ -89,7 +90,7 @@ def test_cost_is_the_train_time_of_the_dataset(embedded):
 def test_embedded_edge_order_matches_the_cell(embedded):
     """Cells whose output node is cut off (edges into node 3 all 'none') learn nothing: chance
     accuracy. This pins the edge order of the pickled keys to EDGES."""
-    ops = space.index_to_ops(space.all_indices())
+    ops = NB201.choices(NB201.all_indices())
     dead = (ops[:, 3:] == 0).all(1)
     assert int(dead.sum()) == 125
     # the same pattern on the edges into nodes 1 and 2 leaves 0->3 alive
@@ -102,21 +103,24 @@ def test_embedded_edge_order_matches_the_cell(embedded):
 
 
 def test_params_grow_with_convolutions(embedded):
-    ops = space.index_to_ops(space.all_indices())
+    ops = NB201.choices(NB201.all_indices())
     convs = ((ops == 2) | (ops == 3)).sum(1)
-    for d in tables.DATASETS:
+    for d in emb.DATASETS:
         params = embedded[f"nb201/{d}/params"].table
         best, _ = embedded[f"nb201/{d}/params"].best()  # min direction: smallest model
         assert int(convs[best]) == 0, d
-        assert int(params.argmax()) == int(space.ops_to_index(torch.full((6,), 3))), d
+        assert int(params.argmax()) == int(NB201.from_choices(torch.full((6,), 3))), d
 
 
-def test_first_load_builds_the_cache_and_second_load_is_fast(nas_cache_dir, embedded):
-    assert tables.cache_dir() == nas_cache_dir
+def test_first_load_builds_the_cache_and_second_load_reads_it(nas_cache_dir, embedded, monkeypatch):
+    assert emb.cache_dir() == nas_cache_dir
     assert len(list(nas_cache_dir.glob("*.pt"))) == 3  # one file a dataset
-    start = time.perf_counter()
-    again = [tables.parse_spec(s)[0] for s in tables.embedded_specs()]
-    assert time.perf_counter() - start < 2.0
+
+    def no_pickle(*args, **kwargs):
+        raise AssertionError("the package's pickle was read again")
+
+    monkeypatch.setattr(emb.pickle, "load", no_pickle)  # a second load comes from the cache alone
+    again = [load.load_tasks(s)[0] for s in emb.embedded_specs()]
     for t in again:
         assert torch.equal(t.table, embedded[t.name].table)
 
@@ -124,13 +128,13 @@ def test_first_load_builds_the_cache_and_second_load_is_fast(nas_cache_dir, embe
 def test_cache_is_built_in_a_fresh_dir_and_a_damaged_cache_rebuilt(tmp_path, monkeypatch, embedded):
     monkeypatch.setenv("NAS_LIGHTNING_CACHE", str(tmp_path / "cache"))
     assert not (tmp_path / "cache").exists()
-    task = tables.load_embedded("cifar100", "val_acc")
+    task = emb.load_embedded("cifar100", "val_acc")
     files = list((tmp_path / "cache").glob("*.pt"))
     assert len(files) == 1
     ref = embedded["nb201/cifar100/val_acc"]
     assert torch.equal(task.table, ref.table)
     files[0].write_bytes(b"not a torch file")
-    rebuilt = tables.load_embedded("cifar100", "val_acc")
+    rebuilt = emb.load_embedded("cifar100", "val_acc")
     assert torch.equal(rebuilt.table, ref.table)
     torch.load(files[0], weights_only=True)  # the damaged file was replaced by a good one
 
@@ -138,9 +142,9 @@ def test_cache_is_built_in_a_fresh_dir_and_a_damaged_cache_rebuilt(tmp_path, mon
 @pytest.mark.parametrize(
     ("spec", "choices"),
     [
-        ("nb201/cifar11/val_acc", tables.DATASETS),
-        ("nb201/imagenet/val_acc", tables.DATASETS),
-        ("nb201/cifar10/test_acc", tuple(tables.EMBEDDED_METRICS)),
+        ("nb201/cifar11/val_acc", emb.DATASETS),
+        ("nb201/imagenet/val_acc", emb.DATASETS),
+        ("nb201/cifar10/test_acc", tuple(emb.EMBEDDED_METRICS)),
         ("nb201/cifar10", ("nb201/<dataset>/<metric>", "csv:")),
         ("nb301/cifar10/val_acc", ("nb201/<dataset>/<metric>", "csv:")),
         ("", ("nb201/<dataset>/<metric>", "csv:")),
@@ -148,7 +152,7 @@ def test_cache_is_built_in_a_fresh_dir_and_a_damaged_cache_rebuilt(tmp_path, mon
 )
 def test_unknown_spec_lists_the_choices(spec, choices):
     with pytest.raises(UserError) as info:
-        tables.parse_spec(spec)
+        load.load_tasks(spec)
     msg = str(info.value)
     for c in choices:
         assert c in msg
@@ -159,12 +163,12 @@ def test_unknown_spec_lists_the_choices(spec, choices):
 
 def test_parse_specs_keeps_order(embedded):
     specs = ["nb201/cifar100/latency", "nb201/cifar10/val_acc"]
-    assert [t.name for t in tables.parse_specs(specs)] == specs
+    assert [t.name for t in load.load_all(specs)] == specs
 
 
 # ---------------------------------------------------------------- CSV tables
 
-ARCHS = [0, 1, 777, space.from_string(CIFAR10_VAL_OPTIMUM), space.NUM_ARCHS - 1]
+ARCHS = [0, 1, 777, NB201.from_string(CIFAR10_VAL_OPTIMUM), NB201.size - 1]
 
 
 def _write(path: Path, header: list[str], rows: list[list[object]]) -> Path:
@@ -178,7 +182,7 @@ def _write(path: Path, header: list[str], rows: list[list[object]]) -> Path:
 
 
 def _table(path: Path, columns: dict[str, list[float]], archs: list[int] = ARCHS) -> Path:
-    rows = [[space.to_string(a), *(columns[c][k] for c in columns)] for k, a in enumerate(archs)]
+    rows = [[NB201.to_string(a), *(columns[c][k] for c in columns)] for k, a in enumerate(archs)]
     return _write(path, ["arch", *columns], rows)
 
 
@@ -192,7 +196,7 @@ def test_csv_one_task_per_numeric_column(tmp_path):
         "score": [1, 2, 3, 4, 5],
     }
     path = _table(tmp_path / "t.csv", cols)
-    tasks = tables.parse_spec(f"csv:{path}")
+    tasks = load.load_tasks(f"csv:{path}")
     assert [t.name for t in tasks] == [f"csv:{path}#{c}" for c in cols]
     expect_dir = {"accuracy": "max", "latency_ms": "min", "train_time": "min", "n_params": "min", "FLOPs": "min", "score": "max"}
     for t, (c, vals) in zip(tasks, cols.items()):
@@ -209,15 +213,15 @@ def test_csv_one_task_per_numeric_column(tmp_path):
 
 def test_csv_column_and_direction_overrides(tmp_path):
     path = _table(tmp_path / "t.csv", {"latency": [1.0, 2.0, 3.0, 0.5, 4.0], "acc": [5, 4, 3, 2, 1]})
-    (only,) = tables.parse_spec(f"csv:{path}#acc")
+    (only,) = load.load_tasks(f"csv:{path}#acc")
     assert only.name.endswith("#acc") and only.direction == "max"
-    (t,) = tables.parse_spec(f"csv:{path}#latency@max")
+    (t,) = load.load_tasks(f"csv:{path}#latency@max")
     assert t.direction == "max" and t.best() == (ARCHS[4], 4.0)
-    (t,) = tables.parse_spec(f"csv:{path}#acc@min")
+    (t,) = load.load_tasks(f"csv:{path}#acc@min")
     assert t.direction == "min" and t.best() == (ARCHS[4], 1.0)
-    both = tables.parse_spec(f"csv:{path}@max")
+    both = load.load_tasks(f"csv:{path}@max")
     assert [t.direction for t in both] == ["max", "max"]
-    both = tables.parse_spec(f"csv:{path}@min")
+    both = load.load_tasks(f"csv:{path}@min")
     assert [t.direction for t in both] == ["min", "min"]
 
 
@@ -226,7 +230,7 @@ def test_csv_gz_and_row_order(tmp_path):
     vals = [float(a) / 10 for a in archs]
     path = _table(tmp_path / "t.csv.gz", {"speed": vals}, archs)
     assert path.read_bytes()[:2] == b"\x1f\x8b"
-    (t,) = tables.parse_spec(f"csv:{path}")
+    (t,) = load.load_tasks(f"csv:{path}")
     assert t.direction == "max"
     torch.testing.assert_close(t.lookup(torch.tensor(archs)), torch.tensor(vals, dtype=torch.float64))
 
@@ -235,11 +239,11 @@ def test_csv_arch_column_anywhere_and_blank_lines(tmp_path):
     path = tmp_path / "t.csv"
     path.write_text(
         "val , arch\n"
-        f"1.5,{space.to_string(3)}\n"
+        f"1.5,{NB201.to_string(3)}\n"
         "\n"
-        f" 2.5 , {space.to_string(9)} \n"
+        f" 2.5 , {NB201.to_string(9)} \n"
     )
-    (t,) = tables.parse_spec(f"csv:{path}")
+    (t,) = load.load_tasks(f"csv:{path}")
     assert t.archs.tolist() == [3, 9]
     assert t.table.tolist() == [1.5, 2.5]
 
@@ -248,7 +252,7 @@ def test_csv_glob_gives_one_task_per_file(tmp_path):
     for name, shift in (("b_dev.csv", 1.0), ("a_dev.csv", 2.0), ("c_dev.csv.gz", 3.0)):
         _table(tmp_path / name, {"latency_ms": [shift + k for k in range(len(ARCHS))]})
     _table(tmp_path / "other.txt", {"latency_ms": [0.0] * len(ARCHS)})
-    tasks = tables.parse_spec(f"csv:{tmp_path}/*dev.csv*")
+    tasks = load.load_tasks(f"csv:{tmp_path}/*dev.csv*")
     assert [Path(t.name[4:].split("#")[0]).name for t in tasks] == ["a_dev.csv", "b_dev.csv", "c_dev.csv.gz"]
     assert [float(t.lookup(torch.tensor([ARCHS[0]]))[0]) for t in tasks] == [2.0, 1.0, 3.0]
     assert all(t.direction == "min" for t in tasks)
@@ -257,9 +261,9 @@ def test_csv_glob_gives_one_task_per_file(tmp_path):
 
 def test_csv_partial_table(tmp_path):
     path = _table(tmp_path / "t.csv", {"acc": [1.0, 2.0, 3.0, 4.0, 5.0]})
-    (t,) = tables.parse_spec(f"csv:{path}")
+    (t,) = load.load_tasks(f"csv:{path}")
     assert t.size == len(ARCHS)
-    mask = t.contains(space.all_indices())
+    mask = t.contains(NB201.all_indices())
     assert int(mask.sum()) == len(ARCHS)
     assert sorted(torch.nonzero(mask).flatten().tolist()) == sorted(ARCHS)
     assert t.contains(torch.tensor([ARCHS[2], 2, ARCHS[0]])).tolist() == [True, False, True]
@@ -269,7 +273,7 @@ def test_csv_partial_table(tmp_path):
 
 def _err(spec: str) -> str:
     with pytest.raises(UserError) as info:
-        tables.parse_spec(spec)
+        load.load_tasks(spec)
     return str(info.value)
 
 
@@ -292,10 +296,10 @@ def test_csv_missing_empty_and_header_only(tmp_path):
 
 
 def test_csv_structure_errors(tmp_path):
-    no_arch = _write(tmp_path / "no_arch.csv", ["architecture", "acc"], [[space.to_string(0), 1.0]])
+    no_arch = _write(tmp_path / "no_arch.csv", ["architecture", "acc"], [[NB201.to_string(0), 1.0]])
     msg = _err(f"csv:{no_arch}")
     assert str(no_arch) in msg and "'arch'" in msg and "architecture" in msg
-    only_arch = _write(tmp_path / "only_arch.csv", ["arch"], [[space.to_string(0)]])
+    only_arch = _write(tmp_path / "only_arch.csv", ["arch"], [[NB201.to_string(0)]])
     assert str(only_arch) in _err(f"csv:{only_arch}")
     good = _table(tmp_path / "good.csv", {"acc": [1.0] * 5, "latency": [2.0] * 5})
     msg = _err(f"csv:{good}#accuracy")
@@ -306,7 +310,7 @@ def test_csv_structure_errors(tmp_path):
 
 @pytest.mark.parametrize("bad", ["abc", "", "nan", "NaN", "inf", "-inf", "1,2"])
 def test_csv_bad_values(tmp_path, bad):
-    rows = [[space.to_string(a), 1.0] for a in ARCHS]
+    rows = [[NB201.to_string(a), 1.0] for a in ARCHS]
     rows[2][1] = f'"{bad}"' if "," in bad else bad
     path = _write(tmp_path / "t.csv", ["arch", "acc"], rows)
     msg = _err(f"csv:{path}")
@@ -325,7 +329,7 @@ def test_csv_bad_values(tmp_path, bad):
     ],
 )
 def test_csv_foreign_architecture(tmp_path, arch):
-    rows = [[space.to_string(a), 1.0] for a in ARCHS[:3]] + [[arch, 2.0]]
+    rows = [[NB201.to_string(a), 1.0] for a in ARCHS[:3]] + [[arch, 2.0]]
     path = _write(tmp_path / "t.csv", ["arch", "acc"], rows)
     msg = _err(f"csv:{path}")
     assert str(path) in msg and "line 5" in msg
@@ -334,8 +338,8 @@ def test_csv_foreign_architecture(tmp_path, arch):
 
 
 def test_csv_duplicate_architecture(tmp_path):
-    dup = space.to_string(ARCHS[1])
-    rows = [[space.to_string(a), 1.0] for a in ARCHS] + [[dup, 3.0]]
+    dup = NB201.to_string(ARCHS[1])
+    rows = [[NB201.to_string(a), 1.0] for a in ARCHS] + [[dup, 3.0]]
     path = _write(tmp_path / "t.csv", ["arch", "acc"], rows)
     msg = _err(f"csv:{path}")
     assert str(path) in msg and dup in msg
@@ -347,13 +351,13 @@ def test_csv_duplicate_architecture(tmp_path):
 def test_device_latency_tables():
     if not DEVICE_DIR.is_dir():
         pytest.skip(f"no device latency data at {DEVICE_DIR} (../shared/data is optional)")
-    tasks = tables.parse_spec(f"csv:{DEVICE_DIR}/*.csv.gz")
+    tasks = load.load_tasks(f"csv:{DEVICE_DIR}/*.csv.gz")
     assert len(tasks) == 21
     assert len({t.name for t in tasks}) == 21
     for t in tasks:
-        assert t.size == space.NUM_ARCHS, t.name
+        assert t.size == NB201.size, t.name
         assert t.direction == "min", t.name
-        assert torch.equal(t.archs, space.all_indices())
+        assert torch.equal(t.archs, NB201.all_indices())
         assert bool((t.table > 0).all()) and bool(torch.isfinite(t.table).all()), t.name
         assert t.seed_table is None and t.cost is None
     # devices disagree: the tables are not copies of one another
@@ -363,6 +367,6 @@ def test_device_latency_tables():
 
 def test_csv_with_utf8_bom(tmp_path):
     path = tmp_path / "excel.csv"
-    path.write_bytes(("\ufeffarch,acc\n" + f"{space.to_string(5)},1.0\n").encode("utf-8"))
-    (t,) = tables.parse_spec(f"csv:{path}")
+    path.write_bytes(("\ufeffarch,acc\n" + f"{NB201.to_string(5)},1.0\n").encode("utf-8"))
+    (t,) = load.load_tasks(f"csv:{path}")
     assert t.archs.tolist() == [5]

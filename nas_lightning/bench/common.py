@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import torch
 
-from nas_lightning.search.runner import finite
+from nas_lightning.files import write_json as _write_json
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -126,11 +126,7 @@ def run_probe(module: str, args: dict[str, Any], timeout: float = 600) -> dict[s
 
 def write_json(obj: dict[str, Any], path: Path) -> Path:
     """Write ``obj`` as JSON (NaN and infinities as ``null``), atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(finite(obj), indent=1, allow_nan=False))
-    os.replace(tmp, path)
-    return path
+    return _write_json(obj, path)
 
 
 def table(headers: list[str], rows: list[list[Any]]) -> str:

@@ -13,10 +13,10 @@ import torch
 from nas_lightning.bench import common
 from nas_lightning.bench.maml import batched_step, setup
 from nas_lightning.bench.scoring import TASK, predictor
-from nas_lightning.benchmarks.oracle import Oracle
-from nas_lightning.benchmarks.tables import parse_spec
+from nas_lightning.models.scoring import PredictorScorer
 from nas_lightning.search import make_strategy
-from nas_lightning.search.callback import ModuleScorer
+from nas_lightning.tasks.load import load_task
+from nas_lightning.tasks.oracle import TableOracle
 
 BASE = {"meta_batch": 32, "steps": 1, "order": "second", "support": 10, "query": 100, "hidden": 128}
 
@@ -48,15 +48,15 @@ def meta_step(knob: str, values: list[int], base: dict[str, Any], device: str, r
 
 def search(budgets: list[int], device: str, ckpt: str | None, tiny: bool) -> list[dict[str, Any]]:
     """Seconds of one run of ``meta`` (8 members) and ``rea`` at each budget (seed 0)."""
-    task = parse_spec(TASK)[0]
+    task = load_task(TASK)
     module = predictor(ckpt, device, 16 if tiny else 128)
     rows = []
     for budget in budgets:
         row: dict[str, Any] = {"budget": budget}
         for name in ("meta", "rea"):
-            scorer = ModuleScorer(module, task.direction == "max", 8) if name == "meta" else None
+            scorer = PredictorScorer(module, task.direction == "max", 8) if name == "meta" else None
             strategy = make_strategy(name, scorer=scorer, beta=0.5)
-            oracle = Oracle(task, budget, seed=0)
+            oracle = TableOracle(task, budget, seed=0)
             start = time.perf_counter()
             strategy.run(oracle, budget, torch.Generator().manual_seed(0))
             row[name] = time.perf_counter() - start

@@ -29,11 +29,12 @@ import torch
 from torch.testing import assert_close
 
 from nas_lightning.bench import common
-from nas_lightning.benchmarks import space
+from nas_lightning.models.batch import EpisodeBatch
+from nas_lightning.spaces import NB201
 from nas_lightning.models import maml
 from nas_lightning.models.module import MetaPredictor
 
-Batch = dict[str, torch.Tensor]
+Batch = EpisodeBatch
 
 
 def grid(tiny: bool) -> list[dict[str, Any]]:
@@ -51,11 +52,11 @@ def setup(cfg: dict[str, Any], device: str, seed: int = 0) -> tuple[MetaPredicto
     module = MetaPredictor(hidden=cfg["hidden"], inner_steps=cfg["steps"], first_order=cfg["order"] == "first").to(device)
     g = torch.Generator().manual_seed(seed)
     t, k, q = cfg["meta_batch"], cfg["support"], cfg["query"]
-    idx = torch.randint(space.NUM_ARCHS, (t, k + q), generator=g)
-    batch = {"support": idx[:, :k], "query": idx[:, k:], "ys": torch.randn(t, k, generator=g),
-             "yq": torch.randn(t, q, generator=g), "query_mask": torch.ones(t, q, dtype=torch.bool),
-             "maximise": torch.rand(t, generator=g) < 0.5}
-    return module, {n: v.to(device) for n, v in batch.items()}
+    idx = torch.randint(NB201.size, (t, k + q), generator=g)
+    batch = EpisodeBatch(pool=torch.zeros(t, dtype=torch.long), support_archs=idx[:, :k], query_archs=idx[:, k:],
+                         ys=torch.randn(t, k, generator=g), yq=torch.randn(t, q, generator=g),
+                         query_mask=torch.ones(t, q, dtype=torch.bool), maximise=torch.rand(t, generator=g) < 0.5)
+    return module, batch.to(device)
 
 
 def batched_step(module: MetaPredictor, b: Batch, compiled: bool = False) -> torch.Tensor:
@@ -75,9 +76,9 @@ def compiled_step(module: MetaPredictor, b: Batch) -> torch.Tensor:
 def loop_step(module: MetaPredictor, b: Batch) -> torch.Tensor:
     """The same meta-gradient by the per-task loop (the context is the same batched encoder)."""
     hp = module.hparams
-    xs, xq = module.encode(b["support"]), module.encode(b["query"])
-    z = module.context(xs, b["ys"], torch.ones_like(b["ys"], dtype=torch.bool), b["maximise"])
-    loss = maml.meta_loss_loop(module.net, module.params(), module.lrs(), xs, b["ys"], xq, b["yq"],
+    xs, xq = module.encode(b.support_archs), module.encode(b.query_archs)
+    z = module.context(xs, b.ys, torch.ones_like(b.ys, dtype=torch.bool), b.maximise)
+    loss = maml.meta_loss_loop(module.net, module.params(), module.lrs(), xs, b.ys, xq, b.yq,
                                hp.inner_steps, hp.first_order, hp.loss, z)
     module.zero_grad(set_to_none=True)
     loss.backward()
@@ -91,7 +92,7 @@ METHODS: dict[str, Callable[[MetaPredictor, Batch], torch.Tensor]] = {
 def check_gradients(module: MetaPredictor, b: Batch) -> float:
     """Assert both methods give the same loss and meta-gradient (float64); the largest difference."""
     m64 = copy.deepcopy(module).double()
-    b64 = {n: v.double() if v.is_floating_point() else v for n, v in b.items()}
+    b64 = b.to(dtype=torch.float64)
     out = {}
     for name, fn in METHODS.items():
         loss = fn(m64, b64)

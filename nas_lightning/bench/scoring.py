@@ -13,15 +13,14 @@ from typing import Any
 import torch
 
 from nas_lightning.bench import common
-from nas_lightning.benchmarks import space
-from nas_lightning.benchmarks.oracle import Oracle
-from nas_lightning.benchmarks.tables import parse_spec
-from nas_lightning.benchmarks.task import Task
-from nas_lightning.data.episodes import standardise
 from nas_lightning.models.checkpoint import load_predictor
 from nas_lightning.models.module import MetaPredictor
-from nas_lightning.search.callback import ModuleScorer
+from nas_lightning.models.scoring import PredictorScorer, forward_members, score, standardise
+from nas_lightning.spaces import NB201
+from nas_lightning.tasks.load import load_task
+from nas_lightning.tasks.oracle import TableOracle
 from nas_lightning.search.meta import MetaSearch
+from nas_lightning.tasks.task import Task
 
 TARGET_MS = 20.0
 TASK = "nb201/ImageNet16-120/val_acc"
@@ -39,20 +38,20 @@ def run(tiny: bool = False, device: str = "cpu", ckpt: str | None = None, reps: 
     """The whole benchmark; returns the JSON-ready result."""
     reps = reps or (3 if tiny else 15)
     module = predictor(ckpt, device, 16 if tiny else 128)
-    task = parse_spec(TASK)[0]
+    task = load_task(TASK)
     g = torch.Generator().manual_seed(0)
     support = task.archs[torch.randperm(task.size, generator=g)[:10]]
     targets = task.lookup(support).float()
-    cands = space.all_indices()
+    cands = NB201.all_indices()
     if tiny:
         cands = cands[:2000]
     res: dict[str, Any] = {"benchmark": "scoring", "machine": common.machine(), "device": device, "reps": reps,
                            "candidates": len(cands), "support": len(support), "checkpoint": ckpt}
 
-    def score(members: int) -> torch.Tensor:
-        return module.score(support, targets, cands, True, members, torch.Generator().manual_seed(0))
+    def score_all(members: int) -> torch.Tensor:
+        return score(module, support, targets, cands, True, members, torch.Generator().manual_seed(0))
 
-    res["score_ms"] = {m: 1e3 * common.time_fn(lambda m=m: score(m), reps, device=device)["median_s"] for m in (1, 8)}
+    res["score_ms"] = {m: 1e3 * common.time_fn(lambda m=m: score_all(m), reps, device=device)["median_s"] for m in (1, 8)}
     # the forward alone: adapted once, then every candidate scored (one batched call)
     ys, _ = standardise(targets[None], targets[None])
     with torch.enable_grad():
@@ -61,7 +60,7 @@ def run(tiny: bool = False, device: str = "cpu", ckpt: str | None = None, reps: 
     fast = {k: v.detach() for k, v in fast.items()}
     z = None if z is None else z.detach()
     with torch.no_grad():
-        res["forward_only_ms"] = 1e3 * common.time_fn(lambda: module._forward_members(fast, z, cands.to(device)), reps,
+        res["forward_only_ms"] = 1e3 * common.time_fn(lambda: forward_members(module, fast, z, cands.to(device)), reps,
                                                       device=device)["median_s"]
     res["search_round"] = search_round(module, task, 2 if tiny else 5, reps=3 if tiny else 7, history=20)
     res["target"] = {"full_space_ms": res["score_ms"][1], "limit_ms": TARGET_MS,
@@ -74,10 +73,10 @@ def search_round(module: MetaPredictor, task: Task, per_round: int, reps: int, h
     8 bootstrap members (beta 0.5), each on an oracle that already answered ``history`` random ones."""
     times = []
     for rep in range(reps):
-        oracle = Oracle(task, seed=rep)
+        oracle = TableOracle(task, seed=rep)
         g = torch.Generator().manual_seed(rep)
         oracle.query(task.archs[torch.randperm(task.size, generator=g)[:history]])
-        strategy = MetaSearch(ModuleScorer(module, task.direction == "max", 8), batch=1, beta=0.5)
+        strategy = MetaSearch(PredictorScorer(module, task.direction == "max", 8), batch=1, beta=0.5)
         start = time.perf_counter()
         strategy.run(oracle, per_round, g)
         times.append(time.perf_counter() - start)

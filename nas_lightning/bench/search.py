@@ -8,7 +8,6 @@ Checkpoints are ``<ckpt-dir>/runs/<run>/checkpoints/last.ckpt``, what ``python t
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import io
 import json
 import logging
@@ -22,8 +21,9 @@ import yaml
 from nas_lightning.bench import common
 from nas_lightning.bench.train import TINY_ARGS, timed_train
 from nas_lightning.search import STRATEGIES
-from nas_lightning.search import cli as search_cli
-from nas_lightning.search.runner import checkpoints
+from nas_lightning.commands import main as search_main
+from nas_lightning.search.runner import regret_marks
+from nas_lightning.tasks.spec import TaskSpec
 
 log = logging.getLogger(__name__)
 # (dataset, target spec, run name / config, transfer source: the other dataset closest to it)
@@ -54,7 +54,7 @@ def _cli(argv: list[str]) -> dict[str, Any]:
     out = Path(argv[argv.index("--out") + 1])
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        search_cli.main(argv)
+        search_main(argv)
     log.info("search.py %s\n%s", " ".join(argv), buf.getvalue())
     return json.loads((out / "results.json").read_text())
 
@@ -65,7 +65,7 @@ def nb201(ckpt_dir: Path, out: Path, seeds: int, budget: int, device: str, tiny:
     for dataset, spec, run, source in TARGETS[:1] if tiny else TARGETS:
         ckpt, training = checkpoint(run, ckpt_dir, tiny)
         start = time.perf_counter()
-        argv = ["--task", spec, "--strategy", ",".join(STRATEGIES), "--source", source, "--budget", str(budget),
+        argv = ["compare", "--task", spec, "--strategy", ",".join(STRATEGIES), "--source", source, "--budget", str(budget),
                 "--seeds", str(seeds), "--ckpt", str(ckpt), "--out", str(out / f"search_{dataset}"), "--device", device]
         results = _cli(argv)
         res[dataset] = {"task": spec, "checkpoint": str(ckpt), "run": run, "transfer_source": source, "training": training,
@@ -100,8 +100,8 @@ def device_target_met(dl: dict[str, Any] | None) -> bool | None:
 def held_out_devices(config: Path, data: Path) -> list[Path]:
     """The latency tables the device config neither trains nor selects on."""
     cfg = yaml.safe_load(config.read_text())["data"]
-    used = [s[len("csv:"):] for s in cfg.get("train_tasks", []) + cfg.get("val_tasks", []) if s.startswith("csv:")]
-    return [p for p in sorted(data.glob("*.csv.gz")) if not any(fnmatch.fnmatch(p.name, pat) for pat in used)]
+    used = [TaskSpec.parse(s) for s in cfg.get("train_tasks", []) + cfg.get("val_tasks", [])]
+    return [p for p in sorted(data.glob("*.csv.gz")) if not any(spec.matches_file(p.name) for spec in used)]
 
 
 def devices(ckpt_dir: Path, out: Path, seeds: int, device: str, tiny: bool) -> dict[str, Any] | None:
@@ -114,15 +114,15 @@ def devices(ckpt_dir: Path, out: Path, seeds: int, device: str, tiny: bool) -> d
     rows = {}
     for table in held_out_devices(config, DEVICE_DATA)[: 1 if tiny else None]:
         name = table.name.removesuffix(".csv.gz")
-        argv = ["--rank-only", "--task", f"csv:{table}", "--ckpt", str(ckpt), "--support", "10", "--seeds", str(seeds),
+        argv = ["rank", "--task", f"csv:{table}", "--ckpt", str(ckpt), "--support", "10", "--seeds", str(seeds),
                 "--out", str(out / f"rank_{name}"), "--device", device]
-        suggested = out / f"suggested_{name}.txt"  # what --suggest-support 10 --task csv:TABLE prints
+        suggested = out / f"suggested_{name}.txt"  # what search.py suggest --k 10 --task csv:TABLE prints
         with contextlib.redirect_stdout(io.StringIO()) as buf:
-            search_cli.main(["--suggest-support", "10", "--ckpt", str(ckpt), "--task", f"csv:{table}", "--device", device])
+            search_main(["suggest", "--k", "10", "--ckpt", str(ckpt), "--task", f"csv:{table}", "--device", device])
         suggested.write_text(buf.getvalue())
         with contextlib.chdir(ckpt_dir):  # the checkpoint's relative table paths are relative to where it was trained
             r = _cli(argv)
-            fixed = _cli([*argv[: argv.index("--seeds")], "--seeds", "1", "--support-archs", str(suggested),
+            fixed = _cli([*argv[: argv.index("--seeds")], "--seeds", "1", "--support_archs", str(suggested),
                           "--out", str(out / f"rank_{name}_suggested")])
         rows[name] = {m: {"spearman_mean": r[m]["spearman_mean"], "spearman_std": r[m]["spearman_std"],
                           "kendall_mean": r[m]["kendall_mean"]} for m in DEVICE_METHODS if m in r}
@@ -153,7 +153,7 @@ def markdown(res: dict[str, Any]) -> str:
            "regret in accuracy points (mean over seeds); hit = share of seeds that queried the optimum within the "
            "budget; q-to-opt = median queries until the optimum was queried (- : found by fewer than half the seeds)."]
     for dataset, r in res["nb201"].items():
-        ms = checkpoints(res["budget"])
+        ms = regret_marks(res["budget"])
         rows = [[name, *[_f(s["regret_at"][str(m)]) for m in ms], f"{s['hit_rate'][str(ms[-1])]:.2f}",
                  "-" if s["queries_to_optimum_median"] is None else s["queries_to_optimum_median"], f"{s['seconds_per_run']:.2f}"]
                 for name, s in r["strategies"].items()]
@@ -171,7 +171,7 @@ def markdown(res: dict[str, Any]) -> str:
         rows.append(["**mean**", *[f"**{_f(mean.get(m))}**" for m in (*DEVICE_METHODS, "meta_suggested")]])
         out += [f"Spearman over all 15,625 architectures, mean ± std over {dl['draws']} support draws of 10; held-out devices "
                 "(never trained or selected on); transfer = the checkpoint's training table agreeing best with the support; "
-                "meta, suggested = the meta predictor adapted on the 10 architectures `search.py --suggest-support 10` "
+                "meta, suggested = the meta predictor adapted on the 10 architectures `search.py suggest --k 10` "
                 "picks (one fixed support, so no spread).", "",
                 common.table(["held-out device", *DEVICE_METHODS, "meta, suggested"], rows), "",
                 f"- target: mean meta Spearman >= {DEVICE_TARGET} and above transfer, params and scratch on average: "

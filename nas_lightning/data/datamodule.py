@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
-from nas_lightning.benchmarks.oracle import Oracle
-from nas_lightning.benchmarks.tables import parse_spec
-from nas_lightning.benchmarks.task import Task
 from nas_lightning.data.episodes import Pool, sample_episodes
 from nas_lightning.errors import UserError
+from nas_lightning.models.batch import EpisodeBatch
+from nas_lightning.spaces import SearchSpace
+from nas_lightning.tasks.load import load_tasks
+from nas_lightning.tasks.oracle import Oracle, TableOracle
+from nas_lightning.tasks.task import Task
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ class _Episodes(IterableDataset):
     def __len__(self) -> int:
         return self.dm.hparams.steps_per_epoch
 
-    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+    def __iter__(self) -> Iterator[EpisodeBatch]:
         dm = self.dm
         dm._rewind()
         for _ in range(len(self)):
@@ -89,8 +90,9 @@ class NASTaskDataModule(L.LightningDataModule):
         self.val: list[Task] = []
         self.oracles: dict[str, Oracle] = {}
         self.fed_back: dict[str, list[int]] = {}
-        self.val_batches: list[dict[str, torch.Tensor]] = []
+        self.val_batches: list[EpisodeBatch] = []
         self.rank, self.world = 0, 1
+        self.space: SearchSpace | None = None  # of every task, known after resolve()
         # generator states after each drawn meta-batch not yet used by training (the loader
         # prefetches), and the state after the last one used: what a checkpoint must hold
         self._drawn: deque[torch.Tensor] = deque()
@@ -98,12 +100,7 @@ class NASTaskDataModule(L.LightningDataModule):
 
     # -- tasks -----------------------------------------------------------------------------
     def _resolve(self, specs: list[str]) -> list[Task]:
-        out = []
-        for spec in specs:
-            if spec.startswith("csv:") and self.hparams.csv_dir and not Path(spec[4:]).is_absolute():
-                spec = "csv:" + str(Path(self.hparams.csv_dir) / spec[4:])
-            out += parse_spec(spec, self.hparams.official_path)
-        return out
+        return [t for s in specs for t in load_tasks(s, self.hparams.official_path, self.hparams.csv_dir)]
 
     def setup(self, stage: str | None = None) -> None:
         """Resolve the tasks (once) and learn this process's rank for sharding meta-batches."""
@@ -143,6 +140,10 @@ class NASTaskDataModule(L.LightningDataModule):
                 seen[t.name] = role
                 if t.report_only and role != "target":
                     raise UserError(f"task {t.name} is report-only (test accuracy) and cannot be a {role} task; use val_acc")
+        spaces = {t.space.name for t in self.train + self.val + targets}
+        if len(spaces) > 1:
+            raise UserError(f"the tasks span search spaces {', '.join(sorted(spaces))}; a run trains on one space")
+        self.space = self.train[0].space
         for t in self.train + self.val:
             if t.size < hp.support + 1:
                 raise UserError(f"task {t.name} has {t.size} architectures, fewer than support+1={hp.support + 1}; lower data.support")
@@ -150,14 +151,14 @@ class NASTaskDataModule(L.LightningDataModule):
             if t.size < hp.support + hp.query:
                 raise UserError(f"meta-train task {t.name} has {t.size} architectures, fewer than data.support + data.query = "
                                 f"{hp.support} + {hp.query}; lower data.query to at most {t.size - hp.support}")
-        self.oracles = {t.name: Oracle(t, hp.target_budget, hp.noisy_oracle, seed=hp.seed) for t in targets}
+        self.oracles = {t.name: TableOracle(t, hp.target_budget, hp.noisy_oracle, seed=hp.seed) for t in targets}
         self.fed_back = {t.name: [] for t in targets}
         self._base_pools = [Pool.from_task(t) for t in self.train]
         self._target_pools: dict[str, Pool] = {}
         gen = torch.Generator().manual_seed(hp.seed + 7919)
         self.val_batches = [
-            {**sample_episodes([Pool.from_task(t)], hp.val_episodes, hp.support, min(hp.val_query, t.size - hp.support), gen), "task": torch.tensor(i)}
-            for i, t in enumerate(self.val)
+            sample_episodes([Pool.from_task(t)], hp.val_episodes, hp.support, min(hp.val_query, t.size - hp.support), gen)
+            for t in self.val
         ]
         log.info("meta-train %d tasks, meta-val %d, targets %s", len(self.train), len(self.val), list(self.oracles))
 
@@ -187,7 +188,7 @@ class NASTaskDataModule(L.LightningDataModule):
         self.fed_back[name] += [int(i) for i in indices.tolist() if int(i) not in known]
         self._rebuild_target_pools()
 
-    def shard(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def shard(self, batch: EpisodeBatch) -> EpisodeBatch:
         """This rank's share of a meta-batch (every rank draws the same batch, then slices).
 
         Under several processes each episode also gets a ``weight`` (world size / meta-batch):
@@ -196,9 +197,8 @@ class NASTaskDataModule(L.LightningDataModule):
         """
         if self.world == 1:
             return batch
-        total = len(batch["support"])
-        out = {k: v[self.rank :: self.world] for k, v in batch.items()}
-        out["weight"] = torch.full((len(out["support"]),), self.world / total)
+        out = batch.select(slice(self.rank, None, self.world))
+        out.weight = torch.full((len(out),), self.world / len(batch))
         return out
 
     # -- loaders ---------------------------------------------------------------------------

@@ -11,7 +11,9 @@ from dataclasses import dataclass
 
 import torch
 
-from nas_lightning.benchmarks.task import Task
+from nas_lightning.models.batch import EpisodeBatch
+from nas_lightning.models.scoring import standardise
+from nas_lightning.tasks.task import Task
 
 
 @dataclass
@@ -33,27 +35,15 @@ class Pool:
         return len(self.archs)
 
 
-def standardise(ys: torch.Tensor, yq: torch.Tensor, mask_s: torch.Tensor | None = None,
-                eps: float = 1e-8) -> tuple[torch.Tensor, torch.Tensor]:
-    """Standardise support and query targets ``[..., N]`` with the support's mean and std only."""
-    w = torch.ones_like(ys) if mask_s is None else mask_s.to(ys.dtype)
-    n = w.sum(-1, keepdim=True).clamp_min(1.0)
-    mean = (ys * w).sum(-1, keepdim=True) / n
-    std = (((ys - mean) ** 2 * w).sum(-1, keepdim=True) / n).sqrt()
-    std = torch.where(std > eps, std, torch.ones_like(std))
-    return (ys - mean) / std, (yq - mean) / std
-
-
 def sample_episodes(pools: list[Pool], tasks: int, support: int, query: int,
-                    generator: torch.Generator) -> dict[str, torch.Tensor]:
+                    generator: torch.Generator) -> EpisodeBatch:
     """Draw ``tasks`` episodes; each picks a pool uniformly, then disjoint support and query sets.
 
     A pool with fewer than ``support + query`` architectures fills its query with what remains
     and masks the rest (``query_mask``).
 
     Returns:
-        ``pool [T]``, ``support [T, K]``, ``query [T, Q]`` (arch indices), ``ys [T, K]``,
-        ``yq [T, Q]`` (standardised by the support), ``query_mask [T, Q]``, ``maximise [T]``.
+        The episodes, targets standardised by each support.
     """
     choice = torch.randint(len(pools), (tasks,), generator=generator).tolist()
     sup, qry, ys, yq, mask = [], [], [], [], []
@@ -70,12 +60,12 @@ def sample_episodes(pools: list[Pool], tasks: int, support: int, query: int,
         yq.append(pool.values[q])
         mask.append(m)
     ys_t, yq_t = standardise(torch.stack(ys), torch.stack(yq))
-    return {
-        "pool": torch.tensor(choice),
-        "support": torch.stack(sup),
-        "query": torch.stack(qry),
-        "ys": ys_t,
-        "yq": yq_t * torch.stack(mask),
-        "query_mask": torch.stack(mask),
-        "maximise": torch.tensor([pools[c].maximise for c in choice]),
-    }
+    return EpisodeBatch(
+        pool=torch.tensor(choice),
+        support_archs=torch.stack(sup),
+        query_archs=torch.stack(qry),
+        ys=ys_t,
+        yq=yq_t * torch.stack(mask),
+        query_mask=torch.stack(mask),
+        maximise=torch.tensor([pools[c].maximise for c in choice]),
+    )

@@ -1,44 +1,77 @@
-"""Loading a meta-learned predictor from a checkpoint, with clear errors for bad files."""
+"""Reading checkpoints written by ``train.py``: the one place a ``.ckpt`` file is opened.
+
+The predictor itself is rebuilt by Lightning's own ``load_from_checkpoint``; what is read here
+besides is checked first so that a bad file is a one-line error, never a traceback.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from nas_lightning.benchmarks import space
 from nas_lightning.errors import UserError
 from nas_lightning.models.module import MetaPredictor
+from nas_lightning.spaces import SearchSpace
+
+HINT = "give a .ckpt written by train.py (e.g. runs/default/checkpoints/last.ckpt)"
 
 
-def load_predictor(path: str | Path, device: str | torch.device = "cpu") -> MetaPredictor:
-    """The :class:`MetaPredictor` saved in a Lightning checkpoint, in eval mode.
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The raw contents of a train.py checkpoint.
 
     Raises:
-        UserError: for a missing or unreadable file, or a checkpoint of another search space or
-            model.
+        UserError: for a missing or unreadable file, or a file that is not a predictor checkpoint.
     """
     p = Path(path)
     if not p.is_file():
-        raise UserError(f"checkpoint {str(path)!r} does not exist; give a .ckpt written by train.py (e.g. runs/default/checkpoints/last.ckpt)")
+        raise UserError(f"checkpoint {str(path)!r} does not exist; {HINT}")
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=False)
     except Exception as err:  # truncated, not a zip, not a torch file
-        raise UserError(f"checkpoint {str(path)!r} is unreadable ({type(err).__name__}); give a .ckpt written by train.py") from None
+        raise UserError(f"checkpoint {str(path)!r} is unreadable ({type(err).__name__}); {HINT}") from None
     hp = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
-    if not isinstance(hp, dict) or "state_dict" not in ckpt:
-        raise UserError(f"checkpoint {str(path)!r} is not a nas-lightning predictor checkpoint; give a .ckpt written by train.py")
-    if hp.get("space", space.SPACE_NAME) != space.SPACE_NAME:
-        raise UserError(f"checkpoint {str(path)!r} is for search space {hp.get('space')!r}, not {space.SPACE_NAME!r}")
-    try:
-        init = {k: v for k, v in hp.items() if k in MetaPredictor.__init__.__code__.co_varnames}
-        module = MetaPredictor(**init)
-        module.load_state_dict(ckpt["state_dict"])
-    except (RuntimeError, TypeError, ValueError) as err:
-        raise UserError(f"checkpoint {str(path)!r} does not fit this predictor ({str(err).splitlines()[0]}); retrain with this version") from None
+    if not isinstance(hp, dict) or not isinstance(ckpt.get("state_dict"), dict) or "pytorch-lightning_version" not in ckpt:
+        raise UserError(f"checkpoint {str(path)!r} is not a nas-lightning predictor checkpoint; {HINT}")
+    return ckpt
+
+
+def space_of(ckpt: dict[str, Any]) -> str:
+    """The name of the search space a checkpoint's predictor scores."""
+    return ckpt["hyper_parameters"].get("space", "nb201")
+
+
+def trained_on(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """What a checkpoint's predictor has seen: the tables it trained or was selected on, and how
+    many answers of each target's oracle were fed back into training."""
     data = ckpt.get("NASTaskDataModule") or {}
-    module.trained_on = {  # what the predictor has seen: lets callers refuse a contaminated evaluation
-        "tasks": list(data.get("seen_tasks", [])),
-        "fed_back": {k: len(v) for k, v in data.get("fed_back", {}).items() if v},
-    }
+    return {"tasks": list(data.get("seen_tasks", [])),
+            "fed_back": {k: len(v) for k, v in data.get("fed_back", {}).items() if v}}
+
+
+def load_predictor(path: str | Path, device: str | torch.device = "cpu", space: SearchSpace | None = None) -> MetaPredictor:
+    """The :class:`MetaPredictor` saved in a train.py checkpoint, in eval mode, with
+    ``trained_on`` (see :func:`trained_on`) attached.
+
+    Args:
+        path: the checkpoint.
+        device: where the predictor runs.
+        space: the search space of the task it will score (``None``: no check).
+
+    Raises:
+        UserError: for a bad file, a checkpoint of another search space, or one that does not fit
+            this version's predictor.
+    """
+    ckpt = read_checkpoint(path)
+    name = space_of(ckpt)
+    if space is not None and name != space.name:
+        raise UserError(f"checkpoint {str(path)!r} is for search space {name!r}, not {space.name!r}; "
+                        f"use a checkpoint trained on {space.name} tasks")
+    try:
+        module = MetaPredictor.load_from_checkpoint(path, map_location="cpu")
+    except (RuntimeError, TypeError, ValueError, KeyError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"checkpoint {str(path)!r} does not fit this predictor ({first}); retrain with this version") from None
+    module.trained_on = trained_on(ckpt)  # lets callers refuse a contaminated evaluation
     return module.to(device).eval()

@@ -10,22 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nas_lightning.benchmarks import space
-
-ENCODINGS = ("onehot", "onehot+path")
-
-
-def encode(indices: torch.Tensor, encoding: str) -> torch.Tensor:
-    """Flat encoding of architecture indices ``[...]`` to ``[..., D]``.
-
-    Raises:
-        ValueError: for an unknown encoding.
-    """
-    if encoding == "onehot":
-        return space.encode_onehot(indices)
-    if encoding == "onehot+path":
-        return torch.cat([space.encode_onehot(indices), space.encode_path(indices)], -1)
-    raise ValueError(f"unknown encoding {encoding!r}; choose one of {', '.join(ENCODINGS)}")
+from nas_lightning.spaces import NB201, SearchSpace
 
 
 class _FiLM(nn.Module):
@@ -43,19 +28,27 @@ class _FiLM(nn.Module):
 
 
 class MLPPredictor(nn.Module):
-    """An MLP on a flat encoding (one-hot of the 6 edges' ops, optionally with path features).
+    """An MLP on a flat encoding of the space (NB201: one-hot of the 6 edges' ops, optionally with
+    path features).
 
     Args:
         hidden: width of the hidden layers.
         layers: number of hidden layers.
-        encoding: ``"onehot"`` or ``"onehot+path"``.
+        encoding: one of the space's flat encodings (``space.encodings``).
         context: size of the task context vector (0: no conditioning).
+        space: the search space.
+
+    Raises:
+        ValueError: for an encoding the space does not have.
     """
 
-    def __init__(self, hidden: int = 128, layers: int = 2, encoding: str = "onehot+path", context: int = 0) -> None:
+    def __init__(self, hidden: int = 128, layers: int = 2, encoding: str = "onehot+path", context: int = 0,
+                 space: SearchSpace = NB201) -> None:
         super().__init__()
-        self.encoding = encoding
-        self.input_dim = encode(torch.zeros(1, dtype=torch.long), encoding).shape[-1]
+        if encoding not in space.encodings:
+            raise ValueError(f"unknown encoding {encoding!r} for space {space.name}; choose one of {', '.join(space.encodings)}")
+        self.encoding, self.space = encoding, space
+        self.input_dim = space.encodings[encoding]
         dims = [self.input_dim] + [hidden] * layers
         blocks: list[nn.Module] = []
         for a, b in zip(dims[:-1], dims[1:]):
@@ -66,7 +59,7 @@ class MLPPredictor(nn.Module):
 
     def encode(self, indices: torch.Tensor) -> torch.Tensor:
         """Architecture indices ``[...]`` to inputs ``[..., D]``."""
-        return encode(indices, self.encoding)
+        return self.space.encode(indices, self.encoding)
 
     def forward(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
         """Scores ``[N]`` of encoded architectures ``[N, D]`` under context ``z [C]``."""
@@ -77,37 +70,40 @@ class MLPPredictor(nn.Module):
 
 
 class GraphPredictor(nn.Module):
-    """A graph convolutional network on the cell graph (ops as nodes, see ``space.encode_graph``).
+    """A graph convolutional network on the space's graph form (``space.graph``; NB201: ops as nodes).
 
     Args:
         hidden: width of the node states.
         layers: number of graph convolution rounds.
         encoding: must be ``"graph"`` (kept for a uniform constructor).
         context: size of the task context vector (0: no conditioning).
+        space: the search space (its graph's adjacency is the same for every architecture).
     """
 
-    def __init__(self, hidden: int = 64, layers: int = 3, encoding: str = "graph", context: int = 0) -> None:
+    def __init__(self, hidden: int = 64, layers: int = 3, encoding: str = "graph", context: int = 0,
+                 space: SearchSpace = NB201) -> None:
         super().__init__()
         if encoding != "graph":
             raise ValueError(f"the gcn predictor takes encoding 'graph', got {encoding!r}")
-        self.encoding = encoding
-        n = space.NUM_EDGES + 2
-        adj = space.encode_graph(torch.zeros(1, dtype=torch.long))[0][0]
-        both = adj + adj.T + torch.eye(n)  # propagate both ways along the DAG, with self loops
+        self.encoding, self.space = encoding, space
+        adj, feats = space.graph(torch.zeros(1, dtype=torch.long))
+        n, f = feats.shape[-2:]
+        both = adj[0] + adj[0].T + torch.eye(n)  # propagate both ways along the DAG, with self loops
         self.register_buffer("prop", both / both.sum(1, keepdim=True), persistent=False)
-        self.input_dim = n * (space.NUM_OPS + 2)
-        self.embed = nn.Linear(space.NUM_OPS + 2, hidden)
+        self.nodes, self.features = n, f
+        self.input_dim = n * f
+        self.embed = nn.Linear(f, hidden)
         self.convs = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(layers))
         self.film = _FiLM(context, hidden) if context else None
         self.head = nn.Linear(hidden, 1)
 
     def encode(self, indices: torch.Tensor) -> torch.Tensor:
-        """Architecture indices ``[...]`` to flattened node features ``[..., 8 * 7]``."""
-        return space.encode_graph(indices)[1].flatten(-2)
+        """Architecture indices ``[...]`` to flattened node features ``[..., nodes * features]``."""
+        return self.space.graph(indices)[1].flatten(-2)
 
     def forward(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
-        """Scores ``[N]`` of flattened node features ``[N, 56]`` under context ``z [C]``."""
-        h = torch.relu(self.embed(x.unflatten(-1, (self.prop.shape[0], space.NUM_OPS + 2))))
+        """Scores ``[N]`` of flattened node features ``[N, nodes * features]`` under context ``z [C]``."""
+        h = torch.relu(self.embed(x.unflatten(-1, (self.nodes, self.features))))
         for conv in self.convs:
             h = torch.relu(conv(self.prop @ h)) + h
         h = h.mean(-2)

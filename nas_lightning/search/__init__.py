@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from nas_lightning.benchmarks.task import Task
 from nas_lightning.errors import UserError
+from nas_lightning.tasks.task import Task
 from nas_lightning.search.meta import ACQUISITIONS, MetaSearch, Scorer
 from nas_lightning.search.strategies import (
     LocalSearch,

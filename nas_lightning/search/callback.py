@@ -9,29 +9,11 @@ import lightning as L
 import torch
 from torchmetrics.functional import spearman_corrcoef
 
-from nas_lightning.benchmarks import space
-from nas_lightning.benchmarks.oracle import Oracle
-from nas_lightning.models.module import MetaPredictor
+from nas_lightning.models.scoring import PredictorScorer, score
 from nas_lightning.search.meta import MetaSearch
+from nas_lightning.tasks.oracle import Oracle
 
 log = logging.getLogger(__name__)
-
-
-class ModuleScorer:
-    """Adapts a :class:`MetaPredictor` on the support and scores candidates (a ``Scorer``).
-
-    Args:
-        module: the meta-learned predictor.
-        maximise: the target's direction (metadata for the predictor's context).
-        members: bootstrap members (their spread drives exploration).
-    """
-
-    def __init__(self, module: MetaPredictor, maximise: bool, members: int = 8) -> None:
-        self.module, self.maximise, self.members = module, maximise, members
-
-    def __call__(self, support: torch.Tensor, targets: torch.Tensor, candidates: torch.Tensor,
-                 generator: torch.Generator) -> torch.Tensor:
-        return self.module.score(support, targets, candidates, self.maximise, self.members, generator).cpu()
 
 
 class SearchCallback(L.Callback):
@@ -60,7 +42,7 @@ class SearchCallback(L.Callback):
             if trainer.is_global_zero and (oracle.remaining is None or oracle.remaining > 0):
                 was_training = pl_module.training
                 pl_module.eval()
-                scorer = ModuleScorer(pl_module, oracle.direction == "max", self.members)
+                scorer = PredictorScorer(pl_module, oracle.direction == "max", self.members)
                 MetaSearch(scorer, batch=self.batch, beta=self.beta).run(oracle, self.per_round, self.generator)
                 pl_module.train(was_training)
             # every rank: the same history, and the generator rank 0 advanced (what a checkpoint holds)
@@ -76,21 +58,18 @@ class SearchCallback(L.Callback):
         best = oracle.best()
         if best is None:
             return
-        view = oracle.evaluation_only()  # evaluation only: scoring what the search did
-        idx, values = oracle.history()
-        all_archs = view.archs
-        scores = pl_module.score(idx, (values * oracle.sign).float(), all_archs, oracle.direction == "max")[0].cpu()
-        metrics = {
-            "search/best": best[1],
-            "search/regret": view.regret(float(view.lookup(torch.tensor([best[0]]))[0])),
-            "search/queries": float(oracle.num_queries),
-            "search/spearman": float(spearman_corrcoef(scores, (view.values() * oracle.sign).float())),
-        }
+        metrics = {"search/best": best[1], "search/queries": float(oracle.num_queries)}
+        view = oracle.evaluation_only()  # evaluation only: scoring what the search did (None: no table)
+        if view is not None:
+            idx, values = oracle.history()
+            scores = score(pl_module, idx, (values * oracle.sign).float(), view.archs, oracle.direction == "max")[0].cpu()
+            metrics["search/regret"] = view.regret(float(view.lookup(torch.tensor([best[0]]))[0]))
+            metrics["search/spearman"] = float(spearman_corrcoef(scores, (view.values() * oracle.sign).float()))
         if len(trainer.datamodule.oracles) > 1:
             metrics = {f"{k}/{name}": v for k, v in metrics.items()}
         pl_module.log_dict(metrics, sync_dist=True)  # the same on every rank (broadcast history, same weights)
         if trainer.is_global_zero:  # every rank holds the same history: say it once
-            log.info("search on %s: best %s = %.4f after %d queries", name, space.to_string(best[0]), best[1], oracle.num_queries)
+            log.info("search on %s: best %s = %.4f after %d queries", name, oracle.space.to_string(best[0]), best[1], oracle.num_queries)
 
     def state_dict(self) -> dict[str, Any]:
         return {"generator": self.generator.get_state()}

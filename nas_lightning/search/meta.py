@@ -11,10 +11,9 @@ from typing import Protocol
 
 import torch
 
-from nas_lightning.benchmarks import space
-from nas_lightning.benchmarks.oracle import Oracle
 from nas_lightning.errors import UserError
 from nas_lightning.search.strategies import Pool, Strategy, quota
+from nas_lightning.tasks.oracle import Oracle
 
 log = logging.getLogger(__name__)
 
@@ -24,12 +23,12 @@ ACQUISITIONS: tuple[str, ...] = ("ucb", "thompson")
 class Scorer(Protocol):
     """Scores candidate architectures given a support set of queried ones."""
 
-    def __call__(self, support: torch.Tensor, targets: torch.Tensor, candidates: torch.Tensor,
+    def __call__(self, support_archs: torch.Tensor, targets: torch.Tensor, candidates: torch.Tensor,
                  generator: torch.Generator) -> torch.Tensor:
         """Score candidates.
 
         Args:
-            support: queried architecture indices ``[k]`` (long; ``k`` may be 0).
+            support_archs: queried architecture indices ``[k]`` (long; ``k`` may be 0).
             targets: their values times ``oracle.sign`` ``[k]`` (float; higher is better).
             candidates: architecture indices to score ``[C]`` (long).
             generator: the search's generator, for any randomness of the scorer (ensembles).
@@ -76,16 +75,16 @@ class MetaSearch(Strategy):
         pool, k = Pool(oracle), quota(oracle, n_queries)
         stop = oracle.num_queries + k
         while oracle.num_queries < stop:
-            support, values = oracle.history()
+            support_archs, values = oracle.history()
             targets = (values * oracle.sign).float()
             cands = self.candidates(oracle, pool, generator)
             with torch.no_grad():
-                scores = self.scorer(support, targets, cands, generator)
+                scores = self.scorer(support_archs, targets, cands, generator)
             scores = torch.nan_to_num(scores.reshape(-1, len(cands)).float(), nan=-float("inf"))
             picks = self.acquire(scores, cands, min(self.batch, stop - oracle.num_queries), generator)
             oracle.query(picks)
             pool.seen[picks] = True
-            log.debug("meta: queried %s (support %d)", picks.tolist(), len(support))
+            log.debug("meta: queried %s (support %d)", picks.tolist(), len(support_archs))
 
     def candidates(self, oracle: Oracle, pool: Pool, generator: torch.Generator) -> torch.Tensor:
         """Unqueried architectures to score: all of them, or mutations of the best when too many.
@@ -97,7 +96,7 @@ class MetaSearch(Strategy):
             return pool.unseen()
         idx, values = oracle.history()
         parents = idx[torch.argsort(values * oracle.sign, descending=True)[: self.num_parents]]
-        mutants = [int(m) for p in parents.tolist() for m in space.neighbours(p)]  # best parents first
+        mutants = [int(m) for p in parents.tolist() for m in oracle.space.neighbours(p)]  # best parents first
         mutants = torch.tensor(list(dict.fromkeys(mutants)), dtype=torch.long)
         randoms = torch.unique(oracle.archs[torch.randint(len(oracle.archs), (self.max_candidates,),
                                                           generator=generator)])

@@ -16,25 +16,26 @@ from pathlib import Path
 import torch
 from torchmetrics.functional import spearman_corrcoef
 
-from nas_lightning.benchmarks.oracle import Oracle
-from nas_lightning.benchmarks.tables import load_csv, load_embedded
-from nas_lightning.benchmarks.task import Task
-from nas_lightning.data.episodes import standardise
 from nas_lightning.models import maml
 from nas_lightning.models.module import MetaPredictor
 from nas_lightning.models.predictors import PREDICTORS
+from nas_lightning.models.scoring import score, standardise
+from nas_lightning.tasks.csvtable import load_csv
+from nas_lightning.tasks.oracle import TableOracle
+from nas_lightning.tasks.spec import TaskSpec
+from nas_lightning.tasks.task import Task
 
 log = logging.getLogger(__name__)
 
 
-def scratch_scores(module: MetaPredictor, support: torch.Tensor, targets: torch.Tensor, candidates: torch.Tensor,
+def scratch_scores(module: MetaPredictor, support_archs: torch.Tensor, targets: torch.Tensor, candidates: torch.Tensor,
                    seed: int, steps: int = 200, lr: float = 1e-2) -> torch.Tensor:
     """The same network, freshly initialised and trained on the support only (no meta-learning)."""
     hp = module.hparams
     torch.manual_seed(seed)  # the initialisation of a fresh network; seeded per draw
-    net = PREDICTORS[hp.predictor](hp.hidden, hp.layers, hp.encoding, 0)
+    net = PREDICTORS[hp.predictor](hp.hidden, hp.layers, hp.encoding, 0, space=module.space)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
-    x = module.encode(support).cpu()
+    x = module.encode(support_archs).cpu()
     y, _ = standardise(targets.float()[None], targets.float()[None])
     with torch.enable_grad():
         for _ in range(steps):
@@ -108,15 +109,16 @@ def csv_sources(names: list[str], exclude: str | None = None,
     """
     found, missing = [], []
     for name in names:
-        if not name.startswith("csv:") or name == exclude:
+        spec = TaskSpec.parse(name)
+        if not spec.is_csv or name == exclude:
             continue
-        path, _, column = name[len("csv:"):].rpartition("#")
+        path, column = spec.path, spec.column
         if not Path(path).is_file():
             missing.append(path)
             continue
         if exclude_path and Path(exclude_path).is_file() and os.path.samefile(path, exclude_path):
             continue
-        found += load_csv(path, column or None)
+        found += load_csv(path, column, spec.direction)
     return found, missing
 
 
@@ -147,10 +149,10 @@ def _as_ranking(source: Task, archs: torch.Tensor) -> torch.Tensor:
 
 def rank_only(task: Task, module: MetaPredictor | None, support: int, seeds: int,
               source: Task | None = None, support_archs: torch.Tensor | None = None,
-              sources: list[Task] | None = None) -> dict:
+              sources: list[Task] | None = None, params_table: Task | None = None) -> dict:
     """Adapt on ``support`` architectures per seed and rank every architecture of ``task``.
 
-    The support values come through an :class:`Oracle` (budget ``support``); the whole table is
+    The support values come through a :class:`TableOracle` (budget ``support``); the whole table is
     read only through its evaluation-only path to score the rankings.
 
     Args:
@@ -162,17 +164,17 @@ def rank_only(task: Task, module: MetaPredictor | None, support: int, seeds: int
         support_archs: a fixed support set instead of random draws (then one draw).
         sources: candidate source tasks; without ``source``, each draw's ``transfer`` uses the
             one agreeing best with that draw's support (:func:`best_source`).
+        params_table: the space's parameter counts, for the ``params`` baseline (``None``: none).
 
     Returns:
         Per method: ``spearman_mean``, ``spearman_std``, ``kendall_mean``, ``kendall_std`` and
         the per-draw values (``transfer`` also lists its ``sources``); plus the task, K, draws.
     """
-    params_table = load_embedded("cifar10", "params")
     scores: dict[str, list[tuple[float, float]]] = {}
     picked: list[str] = []
     draws = 1 if support_archs is not None else seeds
     for seed in range(draws):
-        oracle = Oracle(task, budget=support, seed=seed)
+        oracle = TableOracle(task, budget=support, seed=seed)
         if support_archs is None:
             gen = torch.Generator().manual_seed(seed)
             chosen = task.archs[torch.randperm(task.size, generator=gen)[:support]]
@@ -184,9 +186,10 @@ def rank_only(task: Task, module: MetaPredictor | None, support: int, seeds: int
         pos = torch.searchsorted(archs, chosen)
         methods: dict[str, torch.Tensor] = {}
         if module is not None:
-            methods["meta"] = module.score(chosen, targets, archs, oracle.direction == "max")[0].cpu()
+            methods["meta"] = score(module, chosen, targets, archs, oracle.direction == "max")[0].cpu()
             methods["scratch"] = scratch_scores(module, chosen, targets, archs, seed)
-        methods["params"] = _orient(params_table.lookup(archs).float(), pos, targets)
+        if params_table is not None:
+            methods["params"] = _orient(params_table.lookup(archs).float(), pos, targets)
         src = source if source is not None else best_source(sources or [], chosen, targets)[0]
         if src is not None:
             methods["transfer"] = _as_ranking(src, archs)
@@ -212,8 +215,8 @@ def predict_all(task: Task, module: MetaPredictor) -> tuple[torch.Tensor, torch.
     Returns:
         All architecture indices, their scores (higher is better) and the measured values.
     """
-    oracle = Oracle(task, budget=task.size)
+    oracle = TableOracle(task, budget=task.size)
     values = oracle.query(task.archs)
-    archs = torch.arange(len(module.codes))
-    scores = module.score(task.archs, (values * oracle.sign).float(), archs, oracle.direction == "max")[0].cpu()
+    archs = module.space.all_indices()
+    scores = score(module, task.archs, (values * oracle.sign).float(), archs, oracle.direction == "max")[0].cpu()
     return archs, scores, dict(zip(task.archs.tolist(), values.tolist()))

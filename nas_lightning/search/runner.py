@@ -1,15 +1,15 @@
 """Compare search strategies on one task over several seeds, and report the results.
 
 Each (strategy, seed) run gets a fresh budgeted oracle; the full table is read only afterwards,
-through :meth:`Oracle.evaluation_only`, to score what each run found.
+through :meth:`Oracle.evaluation_only`, to score what each run found. Where an oracle has no
+evaluation-only view (nothing knows the optimum), the results hold best-so-far values and say
+that regret is unknown instead of failing.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
 import statistics
 import time
 from collections import Counter
@@ -18,19 +18,20 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from nas_lightning.benchmarks import space
-from nas_lightning.benchmarks.oracle import Oracle
-from nas_lightning.benchmarks.task import Task
 from nas_lightning.errors import UserError
+from nas_lightning.files import atomic, json_text
 from nas_lightning.search.strategies import Strategy
+from nas_lightning.tasks.oracle import Oracle, TableOracle
+from nas_lightning.tasks.task import Task
 
 log = logging.getLogger(__name__)
 
 StrategyFactories = dict[str, Callable[[], Strategy]] | Sequence[tuple[str, Callable[[], Strategy]]]
+OracleFactory = Callable[[int], Oracle]  # seed -> a fresh budgeted oracle
 _TIE = 1e-9  # values this close to the optimum count as the optimum
 
 
-def checkpoints(budget: int) -> list[int]:
+def regret_marks(budget: int) -> list[int]:
     """Query counts at which regret is reported: 10, 20, 50, 100, 200, 500, ... up to and with ``budget``."""
     marks, scale = [], 10
     while scale <= budget:
@@ -40,25 +41,31 @@ def checkpoints(budget: int) -> list[int]:
 
 
 def _score_seed(oracle: Oracle, seed: int, seconds: float) -> dict[str, Any]:
-    """Score one finished run from its history; the incumbent is the best *observed* arch."""
+    """Score one finished run from its history; the incumbent is the best *observed* arch.
+
+    With an evaluation-only view the incumbent's true (table) value gives best-so-far and regret;
+    without one, best-so-far is the observed value and regret is ``None`` (unknown).
+    """
     view = oracle.evaluation_only()
-    opt_value = view.optimum()[1]
     idx, observed = oracle.history()
-    true = view.lookup(idx).double() if len(idx) else torch.zeros(0, dtype=torch.float64)
+    if view is None:
+        true = observed.double()
+    else:
+        true = view.lookup(idx).double() if len(idx) else torch.zeros(0, dtype=torch.float64)
     best_so_far, regret_so_far, inc = [], [], -1
     for t in range(len(idx)):
         if inc < 0 or observed[t] * oracle.sign > observed[inc] * oracle.sign:
             inc = t
         best_so_far.append(float(true[inc]))
-        regret_so_far.append(view.regret(float(true[inc])))
-    hits = torch.nonzero((true - opt_value).abs() <= _TIE).flatten()
+        regret_so_far.append(None if view is None else view.regret(float(true[inc])))
+    hits = [] if view is None else torch.nonzero((true - view.optimum()[1]).abs() <= _TIE).flatten()
     return {
         "seed": seed,
-        "archs": [space.to_string(i) for i in idx.tolist()],
+        "archs": [oracle.space.to_string(i) for i in idx.tolist()],
         "values": observed.tolist(),
         "best_so_far": best_so_far,
         "regret_so_far": regret_so_far,
-        "best_arch": space.to_string(int(idx[inc])) if inc >= 0 else None,
+        "best_arch": oracle.space.to_string(int(idx[inc])) if inc >= 0 else None,
         "best_value": best_so_far[-1] if best_so_far else None,
         "regret": regret_so_far[-1] if regret_so_far else None,
         "found_optimum_at": int(hits[0]) + 1 if len(hits) else None,
@@ -76,22 +83,29 @@ def _mean(xs: list[float]) -> float | None:
     return sum(xs) / len(xs) if xs else None
 
 
-def _summarize(per_seed: list[dict[str, Any]], budget: int) -> dict[str, Any]:
-    curves = torch.tensor([_padded(s["regret_so_far"], budget) for s in per_seed], dtype=torch.float64)
+def _curve(values: list[float | None], budget: int) -> list[float]:
+    """A per-query curve padded to ``budget`` with its last value; ``None`` (unknown) as NaN."""
+    return _padded([math.nan if v is None else v for v in values], budget)
+
+
+def _summarize(per_seed: list[dict[str, Any]], budget: int, sign: float) -> dict[str, Any]:
+    curves = torch.tensor([_curve(s["regret_so_far"], budget) for s in per_seed], dtype=torch.float64)
     mean_curve = curves.nanmean(0) if len(per_seed) else torch.zeros(budget)
     found = [s["found_optimum_at"] for s in per_seed]
     to_opt = statistics.median_low([math.inf if f is None else f for f in found])  # lower median: an int
     counts = Counter(s["best_arch"] for s in per_seed if s["best_arch"] is not None)
     value_of = {s["best_arch"]: s["best_value"] for s in per_seed}
-    best_arch = max(counts, key=lambda a: (counts[a], -min(s["regret"] for s in per_seed if s["best_arch"] == a)),
-                    default=None)
+    # the most often found; ties to the smallest regret, or the best value where regret is unknown
+    closeness = {a: max(-s["regret"] if s["regret"] is not None else sign * s["best_value"]
+                        for s in per_seed if s["best_arch"] == a) for a in counts}
+    best_arch = max(counts, key=lambda a: (counts[a], closeness[a]), default=None)
     return {
         "best_mean": _mean([s["best_value"] for s in per_seed]),
         "regret_mean": _mean([s["regret"] for s in per_seed]),
-        "regret_at": {str(m): float(mean_curve[m - 1]) for m in checkpoints(budget)},
+        "regret_at": {str(m): float(mean_curve[m - 1]) for m in regret_marks(budget)},
         "regret_curve_mean": mean_curve.tolist(),
         "hit_optimum_rate": sum(f is not None for f in found) / len(found),
-        "hit_rate_at": {str(m): sum(f is not None and f <= m for f in found) / len(found) for m in checkpoints(budget)},
+        "hit_rate_at": {str(m): sum(f is not None and f <= m for f in found) / len(found) for m in regret_marks(budget)},
         "queries_to_optimum_median": None if math.isinf(to_opt) else int(to_opt),
         "best_arch": best_arch,
         "best_arch_value": value_of.get(best_arch),
@@ -101,19 +115,22 @@ def _summarize(per_seed: list[dict[str, Any]], budget: int) -> dict[str, Any]:
     }
 
 
-def run_comparison(task: Task, strategies: StrategyFactories, budget: int, seeds: list[int] | int,
-                   noisy: bool = False) -> dict[str, Any]:
-    """Run every strategy on ``task`` once per seed, each with a fresh oracle, and score the runs.
+def run_comparison(target: Task | OracleFactory, strategies: StrategyFactories, budget: int,
+                   seeds: list[int] | int, noisy: bool = False) -> dict[str, Any]:
+    """Run every strategy on a target once per seed, each with a fresh oracle, and score the runs.
 
     Args:
-        task: the target task (searched through an oracle only).
+        target: a table task (searched through a :class:`TableOracle` only), or a factory that
+            builds a fresh budgeted oracle for a seed (any :class:`Oracle`, e.g. one that trains).
         strategies: ``{name: factory}`` or ``[(name, factory), ...]``; a factory builds a fresh strategy.
         budget: queries per run.
         seeds: the seeds, or how many (``0..n-1``).
-        noisy: the oracle answers one sampled training seed; scoring still uses the table means.
+        noisy: a table task's oracle answers one sampled training seed; scoring still uses the
+            table means (ignored for an oracle factory).
 
     Returns:
-        A JSON-ready dict: task, direction, optimum, budget, seeds, and per-strategy summaries.
+        A JSON-ready dict: task, direction, optimum (``None`` without an evaluation-only view),
+        budget, seeds, and per-strategy summaries.
 
     Raises:
         UserError: for a budget below one, no seeds, no strategies or a repeated strategy name.
@@ -127,31 +144,27 @@ def run_comparison(task: Task, strategies: StrategyFactories, budget: int, seeds
     names = [n for n, _ in items]
     if not items or len(set(names)) != len(names):
         raise UserError(f"need distinct strategy names, got {names}")
-    results: dict[str, Any] = {"task": task.name, "direction": task.direction, "budget": budget,
+    make_oracle = target if callable(target) else (lambda seed: TableOracle(target, budget, noisy=noisy, seed=seed))
+    probe = make_oracle(seed_list[0])  # the target's identity; never queried
+    results: dict[str, Any] = {"task": probe.name, "direction": probe.direction, "budget": budget,
                                "seeds": seed_list, "noisy": noisy, "strategies": {}}
     for name, factory in items:
         per_seed = []
         for seed in seed_list:
-            oracle = Oracle(task, budget, noisy=noisy, seed=seed)
+            oracle = make_oracle(seed)
             start = time.perf_counter()
             factory().run(oracle, budget, torch.Generator().manual_seed(seed))
             per_seed.append(_score_seed(oracle, seed, time.perf_counter() - start))
-        results["strategies"][name] = _summarize(per_seed, budget)
-        log.info("%s on %s: mean regret %s", name, task.name, results["strategies"][name]["regret_mean"])
-    opt_arch, opt_value = Oracle(task).evaluation_only().optimum()
-    results["optimum"] = {"value": opt_value, "arch": space.to_string(opt_arch)}
+        results["strategies"][name] = _summarize(per_seed, budget, probe.sign)
+        log.info("%s on %s: mean regret %s", name, probe.name, results["strategies"][name]["regret_mean"])
+    view = probe.evaluation_only()
+    if view is None:
+        results["optimum"] = None
+        results["note"] = "no evaluation-only view of this target: regret and hits of the optimum are unknown"
+    else:
+        opt_arch, opt_value = view.optimum()
+        results["optimum"] = {"value": opt_value, "arch": probe.space.to_string(opt_arch)}
     return results
-
-
-def finite(obj: Any) -> Any:
-    """``obj`` with every NaN or infinite float replaced by ``None`` (strict JSON)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [finite(v) for v in obj]
-    return obj
 
 
 def format_table(results: dict[str, Any]) -> str:
@@ -162,8 +175,9 @@ def format_table(results: dict[str, Any]) -> str:
 
     first = "10" if "10" in next(iter(results["strategies"].values()), {}).get("regret_at", {}) else None
     head = f"{'strategy':<12} {'best_mean':>10} {'regret_mean':>12} {'hit_rate':>9} {'q_to_opt':>9} {'regret@10':>10}"
+    optimum = "optimum unknown" if results["optimum"] is None else f"optimum {results['optimum']['value']:.4f}"
     lines = [f"{results['task']} ({results['direction']}), budget {results['budget']}, "
-             f"{len(results['seeds'])} seeds, optimum {results['optimum']['value']:.4f}", head, "-" * len(head)]
+             f"{len(results['seeds'])} seeds, {optimum}", head, "-" * len(head)]
     for name, r in results["strategies"].items():
         at10 = r["regret_at"].get(first) if first else None
         lines.append(f"{name:<12} {num(r['best_mean'], '.4f'):>10} {num(r['regret_mean'], '.4f'):>12} "
@@ -178,22 +192,27 @@ def _plot(results: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    budget = results["budget"]
-    curves = {n: torch.tensor([_padded(s["regret_so_far"], budget) for s in r["per_seed"]], dtype=torch.float64)
+    budget, regret = results["budget"], results["optimum"] is not None
+    key = "regret_so_far" if regret else "best_so_far"  # no optimum known: plot the best found so far
+    curves = {n: torch.tensor([_curve(s[key], budget) for s in r["per_seed"]], dtype=torch.float64)
               for n, r in results["strategies"].items()}
     positive = torch.cat([c[c > 0] for c in curves.values()]) if curves else torch.zeros(0)
     floor = float(positive.min()) / 2 if len(positive) else 1e-3
     x = torch.arange(1, budget + 1).numpy()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name, c in curves.items():
-        c = c.clamp(min=floor)
+        c = c.clamp(min=floor) if regret else c
         lo, hi = torch.nanquantile(c, 0.25, dim=0), torch.nanquantile(c, 0.75, dim=0)
         (line,) = ax.plot(x, c.nanmean(0).numpy(), label=name)
         ax.fill_between(x, lo.numpy(), hi.numpy(), color=line.get_color(), alpha=0.2, linewidth=0)
-    ax.set_yscale("log")
     ax.set_xlabel("queries")
-    ax.set_ylabel(f"regret (floor {floor:.2g})")
-    ax.set_title(f"{results['task']}: mean regret over {len(results['seeds'])} seeds (band: 25-75%)")
+    if regret:
+        ax.set_yscale("log")
+        ax.set_ylabel(f"regret (floor {floor:.2g})")
+    else:
+        ax.set_ylabel("best value found so far")
+    what = "regret" if regret else "best so far"
+    ax.set_title(f"{results['task']}: mean {what} over {len(results['seeds'])} seeds (band: 25-75%)")
     ax.legend()
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
@@ -207,15 +226,7 @@ def write_results(results: dict[str, Any], out_dir: Path) -> None:
     Both are rendered to temporary files first, so a failure leaves neither half-written.
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp_json = out_dir / f".results.{os.getpid()}.json.tmp"
-    tmp_png = out_dir / f".regret.{os.getpid()}.png.tmp"
-    try:
-        tmp_json.write_text(json.dumps(finite(results), indent=1, allow_nan=False))
+    with atomic(out_dir / "results.json", out_dir / "regret.png") as (tmp_json, tmp_png):
+        tmp_json.write_text(json_text(results))
         _plot(results, tmp_png)
-        os.replace(tmp_json, out_dir / "results.json")
-        os.replace(tmp_png, out_dir / "regret.png")
-    finally:
-        for leftover in (tmp_json, tmp_png):
-            leftover.unlink(missing_ok=True)
     log.info("wrote %s and %s", out_dir / "results.json", out_dir / "regret.png")

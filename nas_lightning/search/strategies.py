@@ -1,9 +1,9 @@
-"""Search strategies that query an :class:`~nas_lightning.benchmarks.oracle.Oracle` (no Trainer).
+"""Search strategies that query an :class:`~nas_lightning.tasks.oracle.Oracle` (no Trainer).
 
 Every strategy is stateless between calls: the history lives in the oracle, so ``run`` can be
 called for several rounds on one oracle and each round continues from ``oracle.history()``.
 Values are always compared as ``value * oracle.sign`` (higher is better) and candidates are
-restricted to ``oracle.archs``.
+restricted to ``oracle.archs``; moves (neighbours, decisions) come from ``oracle.space``.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from abc import ABC, abstractmethod
 
 import torch
 
-from nas_lightning.benchmarks import space
-from nas_lightning.benchmarks.oracle import Oracle
-from nas_lightning.benchmarks.task import Task
 from nas_lightning.errors import UserError
+from nas_lightning.spaces import SearchSpace
+from nas_lightning.tasks.oracle import Oracle
+from nas_lightning.tasks.task import Task
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +42,14 @@ class Pool:
     """
 
     def __init__(self, oracle: Oracle) -> None:
-        self.allowed = torch.zeros(space.NUM_ARCHS, dtype=torch.bool)
+        self.allowed = torch.zeros(oracle.space.size, dtype=torch.bool)
         self.allowed[oracle.archs] = True
-        self.seen = torch.zeros(space.NUM_ARCHS, dtype=torch.bool)
+        self.seen = torch.zeros(oracle.space.size, dtype=torch.bool)
         idx, values = oracle.history()
         self.seen[idx] = True
         self.signed: dict[int, float] = dict(zip(idx.tolist(), (values * oracle.sign).tolist()))
         self._oracle = oracle
+        self.space = oracle.space
 
     def fresh(self, indices: torch.Tensor) -> torch.Tensor:
         """Boolean mask: which of ``indices`` are held by the task and unseen."""
@@ -139,7 +140,7 @@ class RegularizedEvolution(Strategy):
             picks = torch.randperm(len(population), generator=generator)[: self.sample_size].tolist()
             parent = max((population[i] for i in picks), key=lambda a: pool.signed[a])
             # a uniform mutation redrawn until it is new == a uniform draw among the new neighbours
-            children = space.neighbours(parent)
+            children = pool.space.neighbours(parent)
             children = children[pool.fresh(children)]
             if len(children):
                 return int(children[torch.randint(len(children), (1,), generator=generator)])
@@ -166,7 +167,7 @@ class LocalSearch(Strategy):
                 current = pool.random_unseen(generator)
                 pool.ask(current)
                 continue
-            nbrs = space.neighbours(current)
+            nbrs = oracle.space.neighbours(current)
             nbrs = nbrs[pool.allowed[nbrs]]
             nbrs = nbrs[torch.randperm(len(nbrs), generator=generator)].tolist()
             move, move_value = None, pool.signed[current]
@@ -183,7 +184,7 @@ class LocalSearch(Strategy):
 class Reinforce(Strategy):
     """REINFORCE over independent per-edge op distributions, with a moving-average baseline.
 
-    The policy is first replayed on the history (so rounds continue), then samples architectures;
+    The policy (one softmax per decision of the space) is first replayed on the history (so rounds continue), then samples architectures;
     a repeated architecture costs no query but still updates the policy. After ``max_tries``
     samples without a new architecture, a random unseen one is queried instead. The gradient of
     the log-probability is analytic (``onehot - softmax``) and Adam is written out: the policy
@@ -210,17 +211,17 @@ class Reinforce(Strategy):
     def run(self, oracle: Oracle, n_queries: int, generator: torch.Generator) -> None:
         pool, k = Pool(oracle), quota(oracle, n_queries)
         stop = oracle.num_queries + k
-        policy = _AdamPolicy(self.lr, self.betas, self.momentum)
+        policy = _AdamPolicy(oracle.space, self.lr, self.betas, self.momentum)
         for arch in oracle.history()[0].tolist():
             policy.update(arch, pool.signed[arch])
         tries = 0
         while oracle.num_queries < stop:
-            ops = torch.multinomial(policy.probs(), 1, generator=generator).flatten()
-            arch = int(space.ops_to_index(ops))
+            choices = torch.multinomial(policy.probs(), 1, generator=generator).flatten()
+            arch = int(oracle.space.from_choices(choices))  # -1: not an architecture of the space
             if arch in pool.signed:
                 policy.update(arch, pool.signed[arch])
                 tries += 1
-            elif pool.allowed[arch]:
+            elif arch >= 0 and pool.allowed[arch]:
                 policy.update(arch, pool.ask(arch))
                 tries = 0
                 continue
@@ -233,16 +234,20 @@ class Reinforce(Strategy):
 
 
 class _AdamPolicy:
-    """Per-edge softmax policy trained by REINFORCE with hand-written Adam."""
+    """Per-decision softmax policy trained by REINFORCE with hand-written Adam (decisions with
+    fewer values than the widest have their missing values' logits at -inf)."""
 
-    def __init__(self, lr: float, betas: tuple[float, float], momentum: float) -> None:
-        self.logits = torch.zeros(space.NUM_EDGES, space.NUM_OPS, dtype=torch.float64)
+    def __init__(self, space: SearchSpace, lr: float, betas: tuple[float, float], momentum: float) -> None:
+        self.space, width = space, max(space.decisions)
+        self.logits = torch.zeros(len(space.decisions), width, dtype=torch.float64)
+        for d, n in enumerate(space.decisions):
+            self.logits[d, n:] = -float("inf")
         self.m, self.v = torch.zeros_like(self.logits), torch.zeros_like(self.logits)
         self.lr, self.betas, self.momentum = lr, betas, momentum
         self.steps, self.baseline = 0, None
 
     def probs(self) -> torch.Tensor:
-        """Op probabilities per edge, ``[6, 5]``."""
+        """Value probabilities per decision, ``[decisions, widest]`` (NB201: ops per edge, ``[6, 5]``)."""
         e = (self.logits - self.logits.amax(-1, keepdim=True)).exp()
         return e / e.sum(-1, keepdim=True)
 
@@ -250,7 +255,7 @@ class _AdamPolicy:
         """One ascent step on ``(reward - baseline) * log p(arch)``, then move the baseline."""
         self.baseline = reward if self.baseline is None else (
             self.momentum * self.baseline + (1 - self.momentum) * reward)
-        onehot = torch.nn.functional.one_hot(space.index_to_ops(arch), space.NUM_OPS).double()
+        onehot = torch.nn.functional.one_hot(self.space.choices(arch), self.logits.shape[1]).double()
         grad = -(reward - self.baseline) * (onehot - self.probs())  # of the loss -adv * log p
         b1, b2 = self.betas
         self.steps += 1

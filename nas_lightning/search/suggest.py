@@ -23,7 +23,6 @@ import logging
 
 import torch
 
-from nas_lightning.benchmarks import space
 from nas_lightning.errors import UserError
 from nas_lightning.models.module import MetaPredictor
 
@@ -141,7 +140,7 @@ def suggest_support(module: MetaPredictor, k: int, candidates: torch.Tensor | No
     """
     if method not in METHODS:
         raise UserError(f"unknown suggestion method {method!r}; choose one of {', '.join(METHODS)}")
-    cands = space.all_indices() if candidates is None else candidates.long().cpu()
+    cands = module.space.all_indices() if candidates is None else candidates.long().cpu()
     if not 2 <= k <= len(cands):
         raise UserError(f"--suggest-support must be between 2 and {len(cands)} (the candidates), got {k}")
     feats = prior_features(module, cands, maximise)

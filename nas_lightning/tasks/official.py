@@ -3,7 +3,7 @@
 The file is read through ``nas_201_api.NASBench201API``, always with ``hp='200'`` (200-epoch
 training) and ``is_random=False`` (the mean over training seeds). Loading the real file takes
 minutes and tens of GB of memory, so every metric of every dataset is extracted in one pass into
-compact tensors and cached under :func:`~nas_lightning.benchmarks.tables.cache_dir`, keyed by the
+compact tensors and cached under :func:`~nas_lightning.tasks.embedded.cache_dir`, keyed by the
 file's path, size and modification time.
 
 Conventions (those of NB201): for ``cifar10`` the validation accuracy and the search-side metrics
@@ -27,10 +27,11 @@ from typing import TYPE_CHECKING, Any, Iterator, Union
 
 import torch
 
-from nas_lightning.benchmarks import space
-from nas_lightning.benchmarks.tables import DATASETS, _atomic_save, cache_dir
-from nas_lightning.benchmarks.task import Task
 from nas_lightning.errors import UserError
+from nas_lightning.files import save_torch
+from nas_lightning.spaces import NB201
+from nas_lightning.tasks.embedded import DATASETS, cache_dir
+from nas_lightning.tasks.task import Task
 
 if TYPE_CHECKING:
     from nas_201_api import NASBench201API
@@ -135,7 +136,7 @@ def _cached_tensors(path: Path) -> dict[str, torch.Tensor]:
             log.warning("cache %s is unreadable; rebuilding it", cached)
     log.info("reading the official NB201 file %s (this takes minutes and tens of GB of memory)", path)
     tensors = extract(_open_api(path))
-    _atomic_save(tensors, cached)
+    save_torch(tensors, cached)
     log.info("cached the official NB201 tables at %s", cached)
     return tensors
 
@@ -212,7 +213,7 @@ def extract(api: NASBench201API) -> dict[str, torch.Tensor]:
     verbose, api.verbose = api.verbose, False
     try:
         indices = sorted(api.arch2infos_dict)
-        ours = torch.tensor([space.from_string(api.meta_archs[i]) for i in indices], dtype=torch.long)
+        ours = torch.tensor([NB201.from_string(api.meta_archs[i]) for i in indices], dtype=torch.long)
         cols: dict[str, list[float]] = {f"{d}/{m}": [] for d in DATASETS for m in OFFICIAL_METRICS}
         seeds: dict[str, list[list[float]]] = {d: [] for d in DATASETS}
         for i in indices:

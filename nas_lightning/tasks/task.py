@@ -1,9 +1,9 @@
-"""A task: one metric over (part of) the NB201 space, with a direction and a name.
+"""A task: one metric over (part of) a search space, with a direction and a name.
 
 The values live in private tensors. Training code reads a meta-train task through
-:meth:`Task.values`; a target task is wrapped in an :class:`~nas_lightning.benchmarks.oracle.Oracle`
-and read only through it (``Oracle.query``) or through the explicitly named evaluation-only path
-(``Oracle.evaluation_only``).
+:meth:`Task.values`; a target task is wrapped in a :class:`~nas_lightning.tasks.oracle.TableOracle`
+and read only through it (``query``) or through the explicitly named evaluation-only path
+(``evaluation_only``).
 """
 
 from __future__ import annotations
@@ -12,9 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from nas_lightning.benchmarks.space import NUM_ARCHS
-
-LOWER_IS_BETTER_WORDS = ("latency", "time", "param", "flops", "size", "energy", "memory")
+from nas_lightning.spaces import NB201, SearchSpace
 
 
 @dataclass(eq=False)
@@ -29,6 +27,7 @@ class Task:
         seed_table: optional per-training-seed values ``[n, S]``, NaN where a seed is missing.
         cost: optional simulated cost of evaluating each of ``archs`` (train seconds), ``[n]``.
         report_only: the task may be reported on but never searched or trained on.
+        space: the search space the architecture indices belong to.
     """
 
     name: str
@@ -38,12 +37,13 @@ class Task:
     seed_table: torch.Tensor | None = field(default=None, repr=False)
     cost: torch.Tensor | None = field(default=None, repr=False)
     report_only: bool = False
+    space: SearchSpace = NB201
 
     def __post_init__(self) -> None:
         if self.direction not in ("max", "min"):
             raise ValueError(f"task {self.name}: direction must be 'max' or 'min', got {self.direction!r}")
         self.archs = self.archs.long()
-        self._position = torch.full((NUM_ARCHS,), -1, dtype=torch.long)
+        self._position = torch.full((self.space.size,), -1, dtype=torch.long)
         self._position[self.archs] = torch.arange(len(self.archs))
 
     @property
@@ -63,8 +63,8 @@ class Task:
     def _positions(self, indices: torch.Tensor) -> torch.Tensor:
         """Row of each index in the table, ``-1`` where it is absent or out of range."""
         i = torch.as_tensor(indices).long()
-        valid = (i >= 0) & (i < NUM_ARCHS)
-        return torch.where(valid, self._position[i.clamp(0, NUM_ARCHS - 1)], -1)
+        valid = (i >= 0) & (i < self.space.size)
+        return torch.where(valid, self._position[i.clamp(0, self.space.size - 1)], -1)
 
     def values(self) -> torch.Tensor:
         """The whole table (``[size]``, aligned with ``archs``): training data of a meta-train task."""

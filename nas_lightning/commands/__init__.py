@@ -1,0 +1,75 @@
+"""The ``search.py`` command line: five subcommands on jsonargparse, one small module each.
+
+    python search.py tasks    [--task SPEC]
+    python search.py compare  --task SPEC --strategy meta,rea,random --budget N --seeds S --ckpt CKPT --out DIR
+    python search.py rank     --task SPEC --ckpt CKPT --support K --seeds S [--support_archs FILE] --out DIR
+    python search.py suggest  --ckpt CKPT --k K [--task SPEC]
+    python search.py predict  --task csv:FILE --ckpt CKPT --out FILE.csv
+
+Each subcommand takes ``--config FILE.yaml`` and ``--print_config`` as ``train.py`` does. Options
+are spelt with underscores (``--support_archs``); the dashed spelling (``--support-archs``) is
+accepted too, and a boolean option alone (``--noisy``) means true.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from typing import Any, Callable
+
+from jsonargparse import ActionConfigFile, ArgumentParser
+
+from nas_lightning.commands.compare import compare
+from nas_lightning.commands.predict import predict
+from nas_lightning.commands.rank import rank
+from nas_lightning.commands.suggest import suggest
+from nas_lightning.commands.tasks import tasks
+from nas_lightning.errors import UserError
+
+COMMANDS: dict[str, Callable[..., int]] = {"tasks": tasks, "compare": compare, "rank": rank, "suggest": suggest,
+                                           "predict": predict}
+
+
+class _Parser(ArgumentParser):
+    """Parser errors are user errors: one line, exit status 2 (through ``run_main``)."""
+
+    def error(self, message: str, *args: Any, **kwargs: Any) -> None:
+        raise UserError(f"{' '.join(str(message).split())} (see python search.py {self.prog.split()[-1]} --help)")
+
+
+def parser() -> ArgumentParser:
+    """``search.py`` and its subcommands, each parser built from its function's signature and docstring."""
+    top = _Parser(prog="search.py", description="Search, rank and adapt on a task with a meta-learned predictor.")
+    sub = top.add_subcommands(dest="command", required=True)
+    for name, fn in COMMANDS.items():
+        p = _Parser(prog=f"search.py {name}", description=fn.__doc__.split("\n\n")[0])
+        p.add_argument("--config", action=ActionConfigFile, help="a YAML file of these options (see --print_config)")
+        p.add_function_arguments(fn, as_group=False)
+        sub.add_subcommand(name, p, help=fn.__doc__.split("\n\n")[0].replace("\n", " "))
+    return top
+
+
+def _normalised(argv: list[str]) -> list[str]:
+    """``--support-archs x`` as ``--support_archs x`` (option names only, never values), and a
+    boolean option given alone (``--noisy``) as ``--noisy=true``."""
+    command = next((a for a in argv if a in COMMANDS), None)
+    flags = set() if command is None else {n for n, p in inspect.signature(COMMANDS[command]).parameters.items()
+                                             if p.annotation in (bool, "bool")}
+    out = []
+    for i, a in enumerate(argv):
+        if a.startswith("--") and len(a) > 2:
+            flag, eq, value = a[2:].partition("=")
+            flag = flag.replace("-", "_")
+            bare = not eq and (i + 1 == len(argv) or argv[i + 1].startswith("--") or argv[i + 1].lower() not in ("true", "false"))
+            a = "--" + flag + ("=true" if flag in flags and bare else eq + value)
+        out.append(a)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` (default ``sys.argv[1:]``) and run the subcommand."""
+    argv = _normalised(sys.argv[1:] if argv is None else list(argv))
+    cfg = parser().parse_args(argv)
+    name = cfg.command
+    options = {k: v for k, v in vars(cfg[name]).items() if k != "config"}
+    return COMMANDS[name](**options)

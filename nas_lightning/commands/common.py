@@ -1,0 +1,110 @@
+"""What the ``search.py`` subcommands share: tasks, devices, checkpoints, a fixed support."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from nas_lightning.errors import UserError
+from nas_lightning.models.checkpoint import load_predictor
+from nas_lightning.models.module import MetaPredictor
+from nas_lightning.search.ranking import csv_sources
+from nas_lightning.tasks.embedded import load_embedded
+from nas_lightning.tasks.load import load_task
+from nas_lightning.tasks.spec import TaskSpec
+from nas_lightning.tasks.task import Task
+
+log = logging.getLogger(__name__)
+
+
+def device(name: str) -> str:
+    """``auto`` (CUDA when present), ``cpu`` or ``cuda``."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name not in ("cpu", "cuda"):
+        raise UserError(f"unknown device {name!r}; choose auto, cpu or cuda")
+    return name
+
+
+def one_task(spec: str | None, official_path: str | None, flag: str = "--task") -> Task:
+    """The one task ``spec`` names (required)."""
+    if not spec:
+        raise UserError(f"{flag} SPEC is required (see python search.py tasks)")
+    return load_task(spec, official_path)
+
+
+def predictor_for(ckpt: str | None, task: Task | None, device_name: str, needed_by: str) -> MetaPredictor:
+    """The checkpoint's predictor, checked to score ``task``'s search space."""
+    if not ckpt:
+        raise UserError(f"{needed_by} needs --ckpt (a predictor checkpoint from train.py)")
+    return load_predictor(ckpt, device(device_name), None if task is None else task.space)
+
+
+def target_and_source(task: str, source: str | None, seeds: int, out: str | None,
+                      official_path: str | None) -> tuple[Task, Task | None]:
+    """The target task and the fixed transfer source of ``compare`` and ``rank``, after checking
+    the seeds and that ``--out`` is not a file (a folder is created when missing)."""
+    if seeds < 1:
+        raise UserError(f"--seeds must be at least 1, got {seeds}")
+    if out and Path(out).exists() and not Path(out).is_dir():
+        raise UserError(f"--out {out!r} is a file; give a folder (it is created if missing)")
+    return one_task(task, official_path), one_task(source, official_path, "--source") if source else None
+
+
+def params_table(task: Task) -> Task | None:
+    """The parameter counts of the task's space (the ``params`` baseline), where the space has them."""
+    return load_embedded("cifar10", "params") if task.space.name == "nb201" else None
+
+
+def seen_note(module: MetaPredictor, task: Task) -> dict:
+    """Whether the checkpoint trained on ``task`` (and a warning when it did)."""
+    seen = task.name in module.trained_on["tasks"]
+    fed = module.trained_on["fed_back"].get(task.name, 0)
+    if seen or fed:
+        log.warning("the checkpoint was trained on %s (%s): this is not a held-out evaluation",
+                    task.name, "its table" if seen else f"{fed} oracle answers")
+    return {"checkpoint_trained_on_task": seen, "checkpoint_fed_back_queries": fed}
+
+
+def transfer_sources(module: MetaPredictor, task: Task) -> list[Task]:
+    """The checkpoint's csv training tables that exist here (best-matching ``transfer``)."""
+    names = module.trained_on["tasks"]
+    if not any(TaskSpec.parse(n).is_csv for n in names):
+        return []
+    spec = TaskSpec.parse(task.name)
+    sources, missing = csv_sources(names, exclude=task.name, exclude_path=spec.path if spec.is_csv else None)
+    if missing and not sources:
+        log.warning("transfer skipped: none of the checkpoint's %d training tables is here (e.g. %s); "
+                    "give one with --source csv:PATH", len(missing), missing[0])
+    elif missing:
+        log.warning("transfer: %d of the checkpoint's training tables are missing here (e.g. %s); choosing among the other %d",
+                    len(missing), missing[0], len(sources))
+    return sources
+
+
+def read_support(path: str, task: Task) -> torch.Tensor:
+    """A fixed support set: a text file of architecture strings, one a line, all in ``task``."""
+    space = task.space
+    try:
+        lines = Path(path).read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        reason = getattr(err, "strerror", None) or type(err).__name__
+        raise UserError(f"--support-archs {path!r} is unreadable ({reason}); give a text file of {space.name} architecture strings") from None
+    archs = []
+    for n, ln in enumerate(lines, start=1):
+        if ln.strip():
+            try:
+                archs.append(space.from_string(ln.strip()))
+            except UserError as err:
+                raise UserError(f"--support-archs {path!r}, line {n}: {err}") from None
+    idx = torch.tensor(archs, dtype=torch.long)
+    if len(idx) < 2:
+        raise UserError(f"--support-archs {path!r} lists {len(idx)} architectures; give at least 2")
+    missing = idx[~task.contains(idx)]
+    if len(missing):
+        raise UserError(f"--support-archs: {space.to_string(int(missing[0]))} is not in task {task.name}; list architectures the table holds")
+    if len(torch.unique(idx)) != len(idx):
+        raise UserError(f"--support-archs {path!r} lists an architecture twice; list each once")
+    return idx

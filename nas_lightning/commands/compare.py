@@ -1,0 +1,61 @@
+"""``search.py compare``: every strategy side by side on a target, fresh oracles, honestly scored."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nas_lightning.commands.common import device as pick_device, seen_note, target_and_source
+from nas_lightning.errors import UserError
+from nas_lightning.models.checkpoint import load_predictor
+from nas_lightning.models.scoring import PredictorScorer
+from nas_lightning.search import make_strategy
+from nas_lightning.search.runner import format_table, run_comparison, write_results
+
+
+def compare(task: str, strategy: str = "meta,rea,random", budget: int = 100, seeds: int = 10,
+            ckpt: str | None = None, source: str | None = None, noisy: bool = False, out: str | None = None,
+            meta_batch: int = 1, meta_members: int = 8, meta_beta: float = 0.5,
+            official_path: str | None = None, device: str = "auto") -> int:
+    """Search TASK with each strategy, once per seed with a fresh oracle; print the table and
+    write results.json and regret.png.
+
+    Args:
+        task: the target task spec.
+        strategy: comma-separated, from meta, rea, random, local, reinforce, transfer.
+        budget: oracle queries per run.
+        seeds: runs per strategy (seeds 0..N-1).
+        ckpt: predictor checkpoint from train.py (needed by meta).
+        source: source task spec for the transfer baseline.
+        noisy: the oracle returns one sampled training seed, not the mean.
+        out: folder for results.json and regret.png.
+        meta_batch: meta: architectures queried per scoring step.
+        meta_members: meta: bootstrap members (exploration).
+        meta_beta: meta: exploration weight.
+        official_path: the official NB201 file for nb201-official/... specs (else NB201_PATH).
+        device: auto, cpu or cuda: where the predictor runs.
+    """
+    target, fixed_source = target_and_source(task, source, seeds, out, official_path)
+    dev = pick_device(device)
+    if budget < 1:
+        raise UserError(f"--budget must be at least 1 query, got {budget}")
+    if budget > target.size:
+        raise UserError(f"--budget {budget} exceeds the task's {target.size} architectures; lower it")
+    names = [n.strip() for n in strategy.split(",") if n.strip()]
+    module = load_predictor(ckpt, dev, target.space) if ckpt and "meta" in names else None
+    factories = {}
+    for name in names:
+        make_strategy(name, source=fixed_source, scorer=(lambda *a: None) if module is not None else None)  # validate early
+        if name == "meta":
+            scorer = PredictorScorer(module, target.direction == "max", meta_members)
+            factories[name] = lambda s=scorer: make_strategy("meta", scorer=s, batch=meta_batch, beta=meta_beta)
+        else:
+            factories[name] = lambda n=name: make_strategy(n, source=fixed_source)
+    results = run_comparison(target, factories, budget, seeds, noisy=noisy)
+    if module is not None:
+        results.update(seen_note(module, target))
+    print(format_table(results))
+    for name, r in results["strategies"].items():
+        print(f"{name}: best found {r.get('best_arch')}")
+    if out:
+        write_results(results, Path(out))
+    return 0

@@ -1,0 +1,44 @@
+"""``search.py predict``: adapt on a user's measured rows and rank the whole space."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import torch
+
+from nas_lightning.commands.common import one_task, predictor_for
+from nas_lightning.errors import UserError
+from nas_lightning.files import atomic
+from nas_lightning.search.ranking import predict_all
+
+
+def predict(task: str, ckpt: str, out: str, official_path: str | None = None, device: str = "auto") -> int:
+    """Adapt on every measured row of TASK (e.g. your 10 latencies) and write every architecture
+    of the space, best first, to a CSV.
+
+    Args:
+        task: your measurements, e.g. csv:my_device.csv.
+        ckpt: predictor checkpoint from train.py.
+        out: the CSV file to write (rank, arch, score, measured value).
+        official_path: the official NB201 file for nb201-official/... specs (else NB201_PATH).
+        device: auto, cpu or cuda: where the predictor runs.
+    """
+    target = one_task(task, official_path)
+    if target.size < 2:
+        raise UserError(f"predict: task {target.name} holds {target.size} measured architecture; give at least 2")
+    path = Path(out)
+    if path.is_dir():
+        raise UserError(f"--out {out!r} is a folder; give a file name for the CSV")
+    module = predictor_for(ckpt, target, device, "predict")
+    archs, scores, measured = predict_all(target, module)
+    order = torch.argsort(scores, descending=True, stable=True)
+    with atomic(path) as (tmp,), open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["rank", "arch", "score", f"measured_{target.name.rpartition('#')[2] or 'value'}"])
+        for r, i in enumerate(order.tolist(), start=1):
+            m = measured.get(int(archs[i]))
+            w.writerow([r, module.space.to_string(int(archs[i])), f"{float(scores[i]):.6g}", "" if m is None else f"{m:.6g}"])
+    print(f"ranked {len(archs)} architectures from {target.size} measurements of {target.name} "
+          f"(score: higher is better, direction {target.direction}) -> {path}")
+    return 0

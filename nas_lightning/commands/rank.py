@@ -1,0 +1,53 @@
+"""``search.py rank``: few-shot ranking of a whole task from K evaluated architectures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nas_lightning.commands.common import (params_table, predictor_for, read_support, seen_note, target_and_source,
+                                           transfer_sources)
+from nas_lightning.errors import UserError
+from nas_lightning.files import write_json
+from nas_lightning.search.ranking import rank_only
+
+METHODS = ("meta", "transfer", "params", "scratch")
+
+
+def rank(task: str, ckpt: str, support: int = 10, seeds: int = 10, source: str | None = None,
+         support_archs: str | None = None, out: str | None = None, official_path: str | None = None,
+         device: str = "auto") -> int:
+    """Adapt on K architectures of TASK per draw and rank all of it; report Spearman and Kendall for
+    the meta predictor beside scratch, params and transfer.
+
+    Args:
+        task: the task to rank (a complete table).
+        ckpt: predictor checkpoint from train.py.
+        support: K, evaluated architectures to adapt on.
+        seeds: support draws (seeds 0..N-1).
+        source: a fixed source task for transfer (default: the checkpoint's best-matching training table).
+        support_archs: a file of architecture strings, one a line: a fixed support instead of random draws.
+        out: folder for results.json.
+        official_path: the official NB201 file for nb201-official/... specs (else NB201_PATH).
+        device: auto, cpu or cuda: where the predictor runs.
+    """
+    target, fixed_source = target_and_source(task, source, seeds, out, official_path)
+    if support < 2 or support >= target.size:
+        raise UserError(f"--support must be between 2 and {target.size - 1} (the task's size - 1), got {support}")
+    fixed = read_support(support_archs, target) if support_archs else None
+    module = predictor_for(ckpt, target, device, "rank")
+    sources = transfer_sources(module, target) if fixed_source is None else None
+    results = rank_only(target, module, len(fixed) if fixed is not None else support, seeds, fixed_source, fixed,
+                        sources, params_table(target))
+    results.update(seen_note(module, target))
+    for name in METHODS:
+        if name in results:
+            r = results[name]
+            print(f"{name:10s} spearman {r['spearman_mean']:.4f} ± {r['spearman_std']:.4f}   "
+                  f"kendall {r['kendall_mean']:.4f} ± {r['kendall_std']:.4f}")
+    if sources and "transfer" in results:
+        picks = results["transfer"]["sources"]
+        top = max(set(picks), key=picks.count)
+        print(f"transfer: best-matching table of {len(sources)} training tables per draw (most picked: {top}, {picks.count(top)}/{len(picks)})")
+    if out:
+        write_json(results, Path(out) / "results.json", indent=2)
+    return 0

@@ -1,0 +1,27 @@
+"""``search.py suggest``: which architectures to measure first on a new task."""
+
+from __future__ import annotations
+
+from nas_lightning.commands.common import one_task, predictor_for
+from nas_lightning.search.suggest import suggest_support
+
+
+def suggest(ckpt: str, k: int = 10, task: str | None = None, method: str = "kcenter",
+            official_path: str | None = None, device: str = "auto") -> int:
+    """Print the K architectures to measure first on a new task, one string a line.
+
+    Args:
+        ckpt: predictor checkpoint from train.py.
+        k: how many architectures to suggest.
+        task: restrict the suggestions to the architectures this table holds (its direction is used too).
+        method: how to pick: kcenter, kmeans or dopt.
+        official_path: the official NB201 file for nb201-official/... specs (else NB201_PATH).
+        device: auto, cpu or cuda: where the predictor runs.
+    """
+    target = one_task(task, official_path) if task else None
+    module = predictor_for(ckpt, target, device, "suggest")
+    chosen = suggest_support(module, k, None if target is None else target.archs,
+                             target is not None and target.direction == "max", method)
+    for i in chosen.tolist():
+        print(module.space.to_string(i))
+    return 0

