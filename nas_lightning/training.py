@@ -222,6 +222,10 @@ def fit(cli: MetaCLI) -> None:
     ckpt = resolve_ckpt(cli)
     cli.datamodule.resolve()  # bad task specs fail here, before anything is written
     cli.datamodule.check_world(cli.trainer.world_size)
+    monitor = cli.config.checkpoint.monitor or ""
+    if monitor.startswith("search/"):
+        raise UserError(f"--checkpoint.monitor {monitor} is computed from the whole target table (evaluation only); "
+                        "select models on a val/ metric of a meta-val task, e.g. val/spearman_after")
     if cli.datamodule.space != cli.model.space:
         raise UserError(f"the tasks are of search space {cli.datamodule.space.name!r} but model.space is "
                         f"{cli.model.space.name!r}; set --model.space {cli.datamodule.space.name}")

@@ -81,7 +81,10 @@ def test_train(tmp_path: Path) -> None:
 def test_search_and_report(tmp_path: Path, shared_data_dir: Path) -> None:
     res = _run("search", tmp_path, "--seeds", "1")
     (r,) = res["nb201"].values()
-    assert set(r["strategies"]) == {"meta", "rea", "random", "local", "reinforce", "transfer"}
+    assert set(r["strategies"]) == {"meta", "pretrain", "rea", "random", "local", "reinforce", "transfer"}
+    assert set(r["noisy"]["strategies"]) == set(r["strategies"]) and r["checkpoint_fed_back_queries"] == 0
+    assert {"meta", "pretrain", "transfer", "params", "scratch"} <= set(r["rank"]["methods"])
+    assert r["rank"]["command"].startswith("python search.py rank ") and r["pretrain_training"]
     for s in r["strategies"].values():
         assert all(x is not None and x >= 0 for x in s["regret_at"].values())
         assert all(0 <= h <= 1 for h in s["hit_rate"].values()) and s["seconds_per_run"] >= 0
@@ -97,6 +100,23 @@ def test_search_and_report(tmp_path: Path, shared_data_dir: Path) -> None:
     assert bench.main(["report", "--out", str(tmp_path), "--markdown", str(target)]) == 0
     text = target.read_text()
     assert "# Benchmarks" in text and "Search results" in text and "_Not run yet" in text  # maml etc. ran elsewhere
+    assert "Few-shot ranking of the NB201 targets" in text and "noisy oracle" in text
+    assert "Notes on the benchmarks (hand-written)" in text and "not** measured by the run" in text
+
+
+def test_devices_cross_validation(tmp_path: Path, shared_data_dir: Path) -> None:
+    res = _run("devices", tmp_path)
+    if not (shared_data_dir / "nb201-device-latency").is_dir():
+        assert res["skipped"]
+        return
+    (folds,) = res["variants"].values()
+    assert len(folds) == 2 and res["validation"] == "titanx_32"
+    held = [d for f in folds for d in f["held_out"]]
+    assert len(held) == len(set(held)) == 4  # every device is held out once
+    for f in folds:
+        assert f["trained_on"] and not set(f["held_out"]) & set(f["trained_on"])
+        for dev in f["devices"].values():
+            assert {"meta", "transfer", "params", "scratch"} <= set(dev["3"]) and all(math.isfinite(v) for v in dev["3"].values())
 
 
 def test_held_out_devices_are_never_trained_on(repo_root: Path, shared_data_dir: Path) -> None:

@@ -126,6 +126,7 @@ TRAIN_CASES = [
      "data.meta_batch=2"),
     ("official-missing", ["--data.train_tasks", "[nb201-official/cifar10/val_acc]", "--data.official_path",
                           "{in}/nowhere.pth"], "nowhere.pth"),
+    ("monitor-target-metric", ["--checkpoint.monitor", "search/spearman"], "whole target table"),
     ("ckpt-missing", ["--ckpt_path", "{in}/nowhere.ckpt"], "no such checkpoint"),
     ("ckpt-last-missing", ["--ckpt_path", "last"], "no runs/default/checkpoints/last.ckpt"),
     ("ckpt-corrupt", ["--ckpt_path", "{in}/garbage.ckpt"], "unreadable"),

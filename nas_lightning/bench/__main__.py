@@ -3,10 +3,12 @@
     maml     batched meta-step vs the per-task loop (episodes/s, peak memory)
     scoring  scoring the whole space with an adapted predictor; one search round
     growth   meta-step time vs meta-batch, K, width; search time vs budget
-    search   every strategy on the three NB201 targets, and the device-latency table
+    search   every strategy on the three NB201 targets (also noisy), few-shot ranking of each
+             target and of the held-out devices, the pretrain + fine-tune baseline
     train    wall time and peak memory of the default python train.py
+    devices  leave-devices-out cross-validation of the device-latency config (folds, variants)
     report   assemble <out>/*.md into BENCHMARKS.md
-    all      maml, scoring, growth, train, search, then report
+    all      maml, scoring, growth, train, search, devices, then report
 
 Each prints its table and writes ``<out>/<what>.json`` and ``<out>/<what>.md``.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import shlex
 import sys
 import time
@@ -25,10 +28,14 @@ from typing import Any
 import torch
 
 from nas_lightning.bench import common
+from nas_lightning.files import write_text
 
-BENCHES = ("maml", "scoring", "growth", "train", "search")
+NOTES = Path(__file__).with_name("notes.md")  # hand-written explanations, appended to BENCHMARKS.md as they are
+
+BENCHES = ("maml", "scoring", "growth", "train", "search", "devices")
 TITLES = {"maml": "Meta-training throughput: batched meta-step vs per-task loop", "scoring": "Scoring the whole space",
-          "growth": "Growth", "train": "Default training run", "search": "Search results"}
+          "growth": "Growth", "train": "Default training run", "search": "Search results",
+          "devices": "Device latency: leave-devices-out cross-validation"}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -40,8 +47,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (maml: CPU, and GPU when present; others: cuda if present), cpu or cuda")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's own choice, reported)")
     p.add_argument("--ckpt", help="scoring/growth: time this checkpoint instead of a fresh default predictor")
-    p.add_argument("--ckpt-dir", help="search: folder holding runs/<run>/checkpoints/last.ckpt (default: the repository)")
+    p.add_argument("--ckpt-dir", help="search: folder holding runs/<run>/checkpoints/last.ckpt, trained there when missing "
+                                      "(default: --out)")
     p.add_argument("--seeds", type=int, help="search: seeds per strategy (default 20)")
+    p.add_argument("--folds", type=int, help="devices: folds of the training-side devices (default 5)")
+    p.add_argument("--draws", type=int, help="devices: support draws per device and K (default 10)")
     p.add_argument("--markdown", default=str(common.ROOT / "BENCHMARKS.md"), help="report: the file to write")
     return p
 
@@ -69,9 +79,13 @@ def run_one(what: str, args: argparse.Namespace) -> dict[str, Any]:
         from nas_lightning.bench import train as mod
 
         return mod.run(args.tiny)
+    if what == "devices":
+        from nas_lightning.bench import devices as mod
+
+        return mod.run(args.tiny, dev, args.folds, args.draws)
     from nas_lightning.bench import search as mod
 
-    return mod.run(args.tiny, dev, args.ckpt_dir, args.seeds)
+    return mod.run(args.tiny, dev, args.ckpt_dir or (None if args.tiny else args.out), args.seeds)
 
 
 def section(what: str, res: dict[str, Any]) -> str:
@@ -81,50 +95,49 @@ def section(what: str, res: dict[str, Any]) -> str:
             f"Took {res['bench_seconds']:.0f} s.\n\n{mod.markdown(res)}\n")
 
 
+def _previous(target: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """The sections of an earlier ``target`` by title, and its closing note's misses by title (the
+    generated part only, up to the first sentence's end)."""
+    if not target.is_file():
+        return {}, {}
+    sections, misses = {}, {}
+    for chunk in re.split(r"(?m)^(?=## )", target.read_text()):
+        title = chunk.splitlines()[0][3:].strip() if chunk.startswith("## ") else None
+        if title in TITLES.values():
+            sections[title] = chunk.rstrip() + "\n"
+        elif title == "Closing note":
+            pattern = r"(?m)^- \*\*(.+?)\*\*(?: \(kept from the previous report\))?, missed: (.+?)(?: \(see the|\. |\.?$)"
+            for m in re.finditer(pattern, chunk):
+                misses[m.group(1)] = m.group(2)
+    return sections, misses
+
+
 def report(out: Path, target: Path) -> Path:
-    """Write ``target`` from the sections in ``out`` (in the usual order; missing ones noted)."""
+    """Write ``target`` from the sections in ``out`` (in the usual order). A section not in ``out`` is
+    kept from the earlier ``target``, marked as such, with its closing-note misses; else noted as not run."""
+    kept_sections, kept_misses = _previous(target)
+    took = [(what, json.loads((out / f"{what}.json").read_text()).get("bench_seconds")) for what in BENCHES
+            if (out / f"{what}.json").is_file()]
+    spent = ", ".join(f"{what} {secs / 60:.1f} min" for what, secs in took if secs is not None)
     parts = ["# Benchmarks", "",
              "Generated by `python -m nas_lightning.bench report` from the sections that `python -m nas_lightning.bench "
              "<what> --out " + str(out) + "` wrote; each section says its own command, machine, load and date. "
-             "Regenerate everything with `python -m nas_lightning.bench all` (32-34 minutes on the 2-core CPU machine from "
-             "a fresh clone: maml about 20, compiling each configuration; search 10-12, training its four checkpoints).", ""]
+             "Regenerate everything with `python -m nas_lightning.bench all`" + (f" (this run: {spent})." if spent else "."), ""]
+    kept = []
     for what in BENCHES:
         md = out / f"{what}.md"
-        parts.append(md.read_text() if md.is_file() else f"## {TITLES[what]}\n\n_Not run yet: `python -m nas_lightning.bench {what}`._\n")
-    parts.append(closing_note(out))
-    target.write_text("\n".join(parts))
+        if md.is_file():
+            parts.append(md.read_text())
+        elif TITLES[what] in kept_sections:
+            kept.append(what)
+            title, _, body = kept_sections[TITLES[what]].partition("\n")
+            parts.append(f"{title}\n\n_Kept from the previous BENCHMARKS.md: not re-run for this report._\n{body}")
+        else:
+            parts.append(f"## {TITLES[what]}\n\n_Not run yet: `python -m nas_lightning.bench {what}`._\n")
+    parts.append(closing_note(out, {TITLES[w]: kept_misses[TITLES[w]] for w in kept if TITLES[w] in kept_misses}))
+    parts.append(NOTES.read_text())
+    write_text("\n".join(parts), target)
     return target
-
-
-LIMITS = {
-    "maml": "The targets are judged on the default (eager) step, configuration by configuration; the opt-in compiled "
-            "step is judged beside it. The compiled step's time per episode nearly stops falling by meta-batch 32 on "
-            "this 2-core CPU: its fused passes and batched products keep both cores busy at 32 already, and at 128 "
-            "the per-task weights (a meta-batch x 128 x 128 tensor per layer and inner step) no longer fit the "
-            "cores' caches, so from 32 to 128 its episodes per second rise a little with one first-order inner step "
-            "(about as much as the loop's speed moves between configurations) and fall with five second-order steps "
-            "(see its ep/s and peak memory columns). The loop's time per episode does not depend on the meta-batch, "
-            "so the compiled step's speedup at 128 is then about, or below, its speedup at 32; splitting 128 "
-            "episodes into four 32-episode chunks (gradient accumulation) only matches the time per episode at 32. "
-            "The eager step makes a fixed number of operator calls per meta-step whatever the meta-batch, so it still "
-            "gains from larger meta-batches. At one inner step and meta-batch 32 the eager step is closest to the 5x "
-            "line: in a torch.profiler trace batched matrix products take over a third of its time and the elementwise "
-            "Meta-SGD updates and their backward about a quarter (compiling fuses those elementwise passes, not the "
-            "products). "
-            "The per-task loop's cost is its ~900 small operator calls per task, whose speed on this shared 2-core "
-            "machine varies up to 2x between runs, so ratios near a line fall on either side of it from run to run.",
-    "scoring": "Scoring the whole space is bound by the second layer, one 15,625 x 128 x 128 matrix product per member "
-               "(the first layer is already a sum of 10 weight columns per architecture); adapting on the support "
-               "adds a few milliseconds.",
-    "train": "Training time is the meta-steps (2,000 of them) plus one search round per epoch.",
-    "search": "Time: the meta strategy re-scores the unqueried architectures with 8 bootstrap members after each query. "
-              "Device ranking: the phones limit it. pixel3 and samsung_s7 rank worst for every method (parameter count "
-              "and the best-matching training table too); the training side holds only two phones, both timed in whole "
-              "milliseconds, and more inner steps, a wider predictor, longer training, no task context, an MSE loss, the "
-              "NB201 latency tables as extra tasks, task interpolation, phones and CPUs drawn three times as often, "
-              "a 64-wide task context, the GCN predictor, and blending the ranking with parameter count or the "
-              "best-matching training table all did no better in leave-devices-out validation on the training side.",
-}
 
 
 def missed(what: str, res: dict[str, Any]) -> list[str]:
@@ -153,15 +166,18 @@ def missed(what: str, res: dict[str, Any]) -> list[str]:
     return out
 
 
-def closing_note(out: Path) -> str:
-    """The closing note: which targets were missed, and what limits each."""
+def closing_note(out: Path, kept: dict[str, str] | None = None) -> str:
+    """The closing note: which targets the run's JSON says were missed, with the measured figures
+    (and those of sections kept from an earlier report, as that report stated them)."""
     lines = ["## Closing note", ""]
+    for title, misses in (kept or {}).items():
+        lines.append(f"- **{title}** (kept from the previous report), missed: {misses} (see the hand-written notes below).")
     for what in BENCHES:
         path = out / f"{what}.json"
         if path.is_file():
             misses = missed(what, json.loads(path.read_text()))
             if misses:
-                lines.append(f"- **{TITLES[what]}**, missed: {'; '.join(misses)}. {LIMITS[what]}")
+                lines.append(f"- **{TITLES[what]}**, missed: {'; '.join(misses)} (see the hand-written notes below).")
     if len(lines) == 2:
         lines.append("Every target that was measured was met.")
     return "\n".join(lines) + "\n"
@@ -184,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         res["command"] = "python -m nas_lightning.bench " + shlex.join([what, *[a for a in argv if a not in (args.what,)]])
         common.write_json(res, out / f"{what}.json")
         md = section(what, res)
-        (out / f"{what}.md").write_text(md)
+        write_text(md, out / f"{what}.md")
         print(md, flush=True)
     if args.what == "all":
         print(f"wrote {report(out, Path(args.markdown))}")

@@ -36,14 +36,25 @@ DEVICE_RUN = "device_latency"
 DEVICE_DATA = common.ROOT.parent / "shared" / "data" / "nb201-device-latency"
 DEVICE_TARGET = 0.95  # the held-out devices' mean meta Spearman to reach
 DEVICE_METHODS = ("meta", "transfer", "params", "scratch")
+RANK_METHODS = ("meta", "pretrain", "transfer", "params", "scratch")
 
 
-def checkpoint(run: str, ckpt_dir: Path, tiny: bool, extra: list[str] | None = None) -> tuple[Path, dict[str, Any] | None]:
-    """The run's ``last.ckpt``, trained first when missing; with the training's timing if it ran."""
-    path = ckpt_dir / "runs" / run / "checkpoints" / "last.ckpt"
+def checkpoint(run: str, ckpt_dir: Path, tiny: bool, extra: list[str] | None = None,
+               pretrain: bool = False) -> tuple[Path, dict[str, Any] | None]:
+    """The run's ``last.ckpt``, trained first when missing; with the training's timing if it ran.
+
+    Every run trains with ``configs/held_out.yaml`` (never on a target value); ``pretrain`` trains the
+    same run with ``configs/pretrain.yaml`` (no inner loop, no context) into ``runs/<run>_pretrain``.
+    """
+    name = f"{run}_pretrain" if pretrain else run
+    path = ckpt_dir / "runs" / name / "checkpoints" / "last.ckpt"
     if path.is_file():
         return path, None
     args = [] if run == "default" else ["--config", str(common.ROOT / "configs" / f"{run}.yaml")]
+    args += ["--config", str(common.ROOT / "configs" / "held_out.yaml")]  # never trained on a target value
+    if pretrain:
+        args += ["--config", str(common.ROOT / "configs" / "pretrain.yaml"), "--checkpoint.dirpath",
+                 f"runs/{name}/checkpoints", "--trainer.logger.init_args.name", name]
     log.info("training %s into %s", run, ckpt_dir)
     timing = timed_train(args + (extra or []) + (TINY_ARGS if tiny else []), ckpt_dir)
     return path, timing
@@ -64,13 +75,27 @@ def nb201(ckpt_dir: Path, out: Path, seeds: int, budget: int, device: str, tiny:
     res: dict[str, Any] = {}
     for dataset, spec, run, source in TARGETS[:1] if tiny else TARGETS:
         ckpt, training = checkpoint(run, ckpt_dir, tiny)
+        pre, pre_training = checkpoint(run, ckpt_dir, tiny, pretrain=True)
         start = time.perf_counter()
         argv = ["compare", "--task", spec, "--strategy", ",".join(STRATEGIES), "--source", source, "--budget", str(budget),
-                "--seeds", str(seeds), "--ckpt", str(ckpt), "--out", str(out / f"search_{dataset}"), "--device", device]
+                "--seeds", str(seeds), "--ckpt", str(ckpt), "--pretrained", str(pre), "--out", str(out / f"search_{dataset}"),
+                "--device", device]
         results = _cli(argv)
+        noisy_argv = [*argv[:-4], "--noisy", "--out", str(out / f"search_{dataset}_noisy"), "--device", device]
+        noisy = _cli(noisy_argv)
+        rank_argv = ["rank", "--task", spec, "--ckpt", str(ckpt), "--pretrained", str(pre), "--support", "10",
+                     "--seeds", str(seeds), "--source", source, "--out", str(out / f"rank_{dataset}"), "--device", device]
+        ranked = _cli(rank_argv)
         res[dataset] = {"task": spec, "checkpoint": str(ckpt), "run": run, "transfer_source": source, "training": training,
+                        "pretrained": str(pre), "pretrain_training": pre_training,
                         "command": "python search.py " + " ".join(argv), "seconds": time.perf_counter() - start,
-                        "optimum": results["optimum"], "strategies": _summary(results)}
+                        "optimum": results["optimum"], "strategies": _summary(results),
+                        "checkpoint_trained_on_task": results.get("checkpoint_trained_on_task"),
+                        "checkpoint_fed_back_queries": results.get("checkpoint_fed_back_queries"),
+                        "noisy": {"command": "python search.py " + " ".join(noisy_argv), "strategies": _summary(noisy)},
+                        "rank": {"command": "python search.py " + " ".join(rank_argv), "support": 10, "draws": ranked["draws"],
+                                 "methods": {m: {k: ranked[m][k] for k in ("spearman_mean", "spearman_std", "kendall_mean")}
+                                             for m in RANK_METHODS if m in ranked}}}
     return res
 
 
@@ -158,8 +183,27 @@ def markdown(res: dict[str, Any]) -> str:
                  "-" if s["queries_to_optimum_median"] is None else s["queries_to_optimum_median"], f"{s['seconds_per_run']:.2f}"]
                 for name, s in r["strategies"].items()]
         out += ["", f"**{dataset}** (target `{r['task']}`, checkpoint `runs/{r['run']}`, transfer from `{r['transfer_source']}`, "
-                f"optimum {r['optimum']['value']:.2f})", "",
+                f"optimum {r['optimum']['value']:.2f}); `{r['command']}`", "",
                 common.table(["strategy", *[f"regret@{m}" for m in ms], f"hit@{ms[-1]}", "q-to-opt", "s / run"], rows)]
+        if "noisy" in r:
+            rows = [[name, *[_f(s["regret_at"][str(m)]) for m in ms], f"{s['hit_rate'][str(ms[-1])]:.2f}",
+                     "-" if s["queries_to_optimum_median"] is None else s["queries_to_optimum_median"]]
+                    for name, s in r["noisy"]["strategies"].items()]
+            out += ["", f"*{dataset}, noisy oracle* (each query answers one sampled training seed; regret is scored on "
+                    f"the table's seed means); `{r['noisy']['command']}`", "",
+                    common.table(["strategy", *[f"regret@{m}" for m in ms], f"hit@{ms[-1]}", "q-to-opt"], rows)]
+    ranked = {d: r["rank"] for d, r in res["nb201"].items() if "rank" in r}
+    if ranked:
+        methods = [m for m in RANK_METHODS if all(m in r["methods"] for r in ranked.values())]
+        rows = [[d, *[_sp(r["methods"][m]) for m in methods]] for d, r in ranked.items()]
+        draws = next(iter(ranked.values()))["draws"]
+        out += ["", "### Few-shot ranking of the NB201 targets (K = 10)", "",
+                f"Spearman over all 15,625 architectures, mean ± std over {draws} support draws of 10, each target with "
+                "its own held-out checkpoint; pretrain = the same predictor pretrained on the same tables without an "
+                "inner loop or context (`configs/pretrain.yaml`), fine-tuned on the support; transfer = the fixed "
+                "source table of the search above; commands: "
+                + "; ".join(f"`{r['command']}`" for r in ranked.values()), "",
+                common.table(["target", *methods], rows)]
     out += ["", "### Few-shot device latency (K = 10)", ""]
     dl = res.get("device_latency")
     if not dl:
@@ -176,7 +220,7 @@ def markdown(res: dict[str, Any]) -> str:
                 common.table(["held-out device", *DEVICE_METHODS, "meta, suggested"], rows), "",
                 f"- target: mean meta Spearman >= {DEVICE_TARGET} and above transfer, params and scratch on average: "
                 f"{common.verdict(device_target_met(dl))}"]
-    trained = [(d, r["training"]) for d, r in res["nb201"].items() if r.get("training")]
+    trained = [(d, r[k]) for d, r in res["nb201"].items() for k in ("training", "pretrain_training") if r.get(k)]
     if dl and dl.get("training"):
         trained.append((DEVICE_RUN, dl["training"]))
     if trained:

@@ -10,6 +10,7 @@ import torch
 from nas_lightning.errors import UserError
 from nas_lightning.models.checkpoint import load_predictor
 from nas_lightning.models.module import MetaPredictor
+from nas_lightning.models.scoring import finetuned
 from nas_lightning.search.ranking import csv_sources
 from nas_lightning.tasks.embedded import load_embedded
 from nas_lightning.tasks.load import load_task
@@ -42,6 +43,21 @@ def predictor_for(ckpt: str | None, task: Task | None, device_name: str, needed_
     return load_predictor(ckpt, device(device_name), None if task is None else task.space)
 
 
+def pretrained_for(ckpt: str | None, task: Task, device_name: str, steps: int, lr: float) -> MetaPredictor | None:
+    """The ``pretrain`` baseline's predictor: a checkpoint of ``configs/pretrain.yaml`` fine-tuned
+    by ``steps`` SGD steps of rate ``lr`` on the support (``None`` without a checkpoint)."""
+    if not ckpt:
+        return None
+    if steps < 1 or lr <= 0:
+        raise UserError(f"--finetune_steps must be >= 1 and --finetune_lr > 0, got {steps} and {lr}")
+    module = load_predictor(ckpt, device(device_name), task.space)
+    if module.hparams.inner_steps != 0 or module.hparams.context != 0:
+        log.warning("--pretrained %s was meta-trained (inner_steps=%d, context=%d), not pretrained with "
+                    "configs/pretrain.yaml: the pretrain baseline then does not isolate MAML",
+                    ckpt, module.hparams.inner_steps, module.hparams.context)
+    return finetuned(module, steps, lr)
+
+
 def target_and_source(task: str, source: str | None, seeds: int, out: str | None,
                       official_path: str | None) -> tuple[Task, Task | None]:
     """The target task and the fixed transfer source of ``compare`` and ``rank``, after checking
@@ -50,7 +66,11 @@ def target_and_source(task: str, source: str | None, seeds: int, out: str | None
         raise UserError(f"--seeds must be at least 1, got {seeds}")
     if out and Path(out).exists() and not Path(out).is_dir():
         raise UserError(f"--out {out!r} is a file; give a folder (it is created if missing)")
-    return one_task(task, official_path), one_task(source, official_path, "--source") if source else None
+    target = one_task(task, official_path)
+    fixed = one_task(source, official_path, "--source") if source else None
+    if fixed is not None and fixed.fingerprint == target.fingerprint:
+        raise UserError(f"--source {source} holds the same table as --task {task}; transfer from another table")
+    return target, fixed
 
 
 def params_table(task: Task) -> Task | None:
@@ -59,9 +79,10 @@ def params_table(task: Task) -> Task | None:
 
 
 def seen_note(module: MetaPredictor, task: Task) -> dict:
-    """Whether the checkpoint trained on ``task`` (and a warning when it did)."""
-    seen = task.name in module.trained_on["tasks"]
-    fed = module.trained_on["fed_back"].get(task.name, 0)
+    """Whether the checkpoint trained on ``task``'s table under any name (and a warning when it did),
+    and how many answers of it were fed back into training."""
+    seen = task.name in module.trained_on["tasks"] or task.fingerprint in module.trained_on["fingerprints"]
+    fed = module.trained_on["fed_back"].get(task.name) or module.trained_on["fed_back_fingerprints"].get(task.fingerprint, 0)
     if seen or fed:
         log.warning("the checkpoint was trained on %s (%s): this is not a held-out evaluation",
                     task.name, "its table" if seen else f"{fed} oracle answers")
@@ -75,6 +96,7 @@ def transfer_sources(module: MetaPredictor, task: Task) -> list[Task]:
         return []
     spec = TaskSpec.parse(task.name)
     sources, missing = csv_sources(names, exclude=task.name, exclude_path=spec.path if spec.is_csv else None)
+    sources = [s for s in sources if s.fingerprint != task.fingerprint]  # the target itself, under any name
     if missing and not sources:
         log.warning("transfer skipped: none of the checkpoint's %d training tables is here (e.g. %s); "
                     "give one with --source csv:PATH", len(missing), missing[0])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nas_lightning.commands.common import device as pick_device, seen_note, target_and_source
+from nas_lightning.commands.common import device as pick_device, pretrained_for, seen_note, target_and_source
 from nas_lightning.errors import UserError
 from nas_lightning.models.checkpoint import load_predictor
 from nas_lightning.models.scoring import PredictorScorer
@@ -14,14 +14,15 @@ from nas_lightning.search.runner import format_table, run_comparison, write_resu
 
 def compare(task: str, strategy: str = "meta,rea,random", budget: int = 100, seeds: int = 10,
             ckpt: str | None = None, source: str | None = None, noisy: bool = False, out: str | None = None,
-            meta_batch: int = 1, meta_members: int = 8, meta_beta: float = 0.5,
-            official_path: str | None = None, device: str = "auto") -> int:
+            meta_batch: int = 1, meta_members: int = 8, meta_beta: float = 0.5, pretrained: str | None = None,
+            finetune_steps: int = 20, finetune_lr: float = 0.03, official_path: str | None = None,
+            device: str = "auto") -> int:
     """Search TASK with each strategy, once per seed with a fresh oracle; print the table and
     write results.json and regret.png.
 
     Args:
         task: the target task spec.
-        strategy: comma-separated, from meta, rea, random, local, reinforce, transfer.
+        strategy: comma-separated, from meta, rea, random, local, reinforce, transfer, pretrain.
         budget: oracle queries per run.
         seeds: runs per strategy (seeds 0..N-1).
         ckpt: predictor checkpoint from train.py (needed by meta).
@@ -31,6 +32,9 @@ def compare(task: str, strategy: str = "meta,rea,random", budget: int = 100, see
         meta_batch: meta: architectures queried per scoring step.
         meta_members: meta: bootstrap members (exploration).
         meta_beta: meta: exploration weight.
+        pretrained: a checkpoint of configs/pretrain.yaml (needed by pretrain: meta's search over it, fine-tuned).
+        finetune_steps: pretrain: SGD steps on what the oracle answered.
+        finetune_lr: pretrain: SGD learning rate.
         official_path: the official NB201 file for nb201-official/... specs (else NB201_PATH).
         device: auto, cpu or cuda: where the predictor runs.
     """
@@ -42,12 +46,15 @@ def compare(task: str, strategy: str = "meta,rea,random", budget: int = 100, see
         raise UserError(f"--budget {budget} exceeds the task's {target.size} architectures; lower it")
     names = [n.strip() for n in strategy.split(",") if n.strip()]
     module = load_predictor(ckpt, dev, target.space) if ckpt and "meta" in names else None
+    baseline = pretrained_for(pretrained, target, device, finetune_steps, finetune_lr) if "pretrain" in names else None
+    predictors = {"meta": module, "pretrain": baseline}
     factories = {}
     for name in names:
-        make_strategy(name, source=fixed_source, scorer=(lambda *a: None) if module is not None else None)  # validate early
-        if name == "meta":
-            scorer = PredictorScorer(module, target.direction == "max", meta_members)
-            factories[name] = lambda s=scorer: make_strategy("meta", scorer=s, batch=meta_batch, beta=meta_beta)
+        given = predictors.get(name)
+        make_strategy(name, source=fixed_source, scorer=(lambda *a: None) if given is not None else None)  # validate early
+        if name in predictors:
+            scorer = PredictorScorer(given, target.direction == "max", meta_members)
+            factories[name] = lambda s=scorer, n=name: make_strategy(n, scorer=s, batch=meta_batch, beta=meta_beta)
         else:
             factories[name] = lambda n=name: make_strategy(n, source=fixed_source)
     results = run_comparison(target, factories, budget, seeds, noisy=noisy)

@@ -4,20 +4,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nas_lightning.commands.common import (params_table, predictor_for, read_support, seen_note, target_and_source,
-                                           transfer_sources)
+from nas_lightning.commands.common import (params_table, predictor_for, pretrained_for, read_support, seen_note,
+                                           target_and_source, transfer_sources)
 from nas_lightning.errors import UserError
 from nas_lightning.files import write_json
 from nas_lightning.search.ranking import rank_only
 
-METHODS = ("meta", "transfer", "params", "scratch")
+METHODS = ("meta", "pretrain", "transfer", "params", "scratch")
 
 
 def rank(task: str, ckpt: str, support: int = 10, seeds: int = 10, source: str | None = None,
-         support_archs: str | None = None, out: str | None = None, official_path: str | None = None,
+         support_archs: str | None = None, out: str | None = None, pretrained: str | None = None,
+         finetune_steps: int = 20, finetune_lr: float = 0.03, official_path: str | None = None,
          device: str = "auto") -> int:
     """Adapt on K architectures of TASK per draw and rank all of it; report Spearman and Kendall for
-    the meta predictor beside scratch, params and transfer.
+    the meta predictor beside scratch, params, transfer and (with --pretrained) pretrain.
 
     Args:
         task: the task to rank (a complete table).
@@ -27,6 +28,9 @@ def rank(task: str, ckpt: str, support: int = 10, seeds: int = 10, source: str |
         source: a fixed source task for transfer (default: the checkpoint's best-matching training table).
         support_archs: a file of architecture strings, one a line: a fixed support instead of random draws.
         out: folder for results.json.
+        pretrained: a checkpoint of configs/pretrain.yaml: adds the pretrain baseline (fine-tuned on the support).
+        finetune_steps: pretrain: SGD steps on the support.
+        finetune_lr: pretrain: SGD learning rate.
         official_path: the official NB201 file for nb201-official/... specs (else NB201_PATH).
         device: auto, cpu or cuda: where the predictor runs.
     """
@@ -35,9 +39,10 @@ def rank(task: str, ckpt: str, support: int = 10, seeds: int = 10, source: str |
         raise UserError(f"--support must be between 2 and {target.size - 1} (the task's size - 1), got {support}")
     fixed = read_support(support_archs, target) if support_archs else None
     module = predictor_for(ckpt, target, device, "rank")
+    baseline = pretrained_for(pretrained, target, device, finetune_steps, finetune_lr)
     sources = transfer_sources(module, target) if fixed_source is None else None
     results = rank_only(target, module, len(fixed) if fixed is not None else support, seeds, fixed_source, fixed,
-                        sources, params_table(target))
+                        sources, params_table(target), baseline)
     results.update(seen_note(module, target))
     for name in METHODS:
         if name in results:

@@ -133,11 +133,17 @@ class NASTaskDataModule(L.LightningDataModule):
             raise UserError("no meta-train task given; set data.train_tasks to one or more task specs")
         roles = [("meta-train", self.train), ("meta-val", self.val), ("target", targets)]
         seen: dict[str, str] = {}
+        tables: dict[str, tuple[str, str]] = {}  # content fingerprint -> (name, role): the same table under two names
         for role, tasks in roles:
             for t in tasks:
                 if t.name in seen:
                     raise UserError(f"task {t.name} is listed as {seen[t.name]} and as {role}; a task takes one role")
                 seen[t.name] = role
+                other = tables.get(t.fingerprint)
+                if other is not None and other[1] != role:
+                    raise UserError(f"{role} task {t.name} holds the same table as {other[1]} task {other[0]}; "
+                                    f"a table takes one role (whatever its name)")
+                tables.setdefault(t.fingerprint, (t.name, role))
                 if t.report_only and role != "target":
                     raise UserError(f"task {t.name} is report-only (test accuracy) and cannot be a {role} task; use val_acc")
         spaces = {t.space.name for t in self.train + self.val + targets}
@@ -227,6 +233,8 @@ class NASTaskDataModule(L.LightningDataModule):
         return {
             "generator": self.generator.get_state() if self._consumed is None else self._consumed.clone(),
             "seen_tasks": [t.name for t in self.train + self.val],  # whose tables entered training or selection
+            "seen_fingerprints": [t.fingerprint for t in self.train + self.val],  # the same, by content
+            "target_fingerprints": {k: o.fingerprint for k, o in self.oracles.items()},
             "fed_back": {k: list(v) for k, v in self.fed_back.items()},
             "oracles": {k: o.state_dict() for k, o in self.oracles.items()},
         }

@@ -43,11 +43,14 @@ def space_of(ckpt: dict[str, Any]) -> str:
 
 
 def trained_on(ckpt: dict[str, Any]) -> dict[str, Any]:
-    """What a checkpoint's predictor has seen: the tables it trained or was selected on, and how
-    many answers of each target's oracle were fed back into training."""
+    """What a checkpoint's predictor has seen: the tables it trained or was selected on (by name
+    and by content fingerprint), and how many answers of each target's oracle were fed back into
+    training (by name and by the target's fingerprint)."""
     data = ckpt.get("NASTaskDataModule") or {}
-    return {"tasks": list(data.get("seen_tasks", [])),
-            "fed_back": {k: len(v) for k, v in data.get("fed_back", {}).items() if v}}
+    fed = {k: len(v) for k, v in data.get("fed_back", {}).items() if v}
+    targets = data.get("target_fingerprints", {})
+    return {"tasks": list(data.get("seen_tasks", [])), "fingerprints": list(data.get("seen_fingerprints", [])),
+            "fed_back": fed, "fed_back_fingerprints": {targets[k]: n for k, n in fed.items() if targets.get(k)}}
 
 
 def load_predictor(path: str | Path, device: str | torch.device = "cpu", space: SearchSpace | None = None) -> MetaPredictor:

@@ -7,6 +7,7 @@ takes (see :class:`~nas_lightning.search.meta.Scorer`).
 
 from __future__ import annotations
 
+import copy
 from typing import TYPE_CHECKING
 
 import torch
@@ -116,6 +117,19 @@ def _active_features(module: MetaPredictor) -> torch.Tensor | None:
     active = ones.nonzero()[:, 1].view(len(module.codes), -1) if binary else None
     module._active_cache = (module.codes.device, active)
     return active
+
+
+def finetuned(module: MetaPredictor, steps: int, lr: float) -> MetaPredictor:
+    """A copy of ``module`` that adapts by plain fine-tuning: ``steps`` first-order SGD steps of
+    learning rate ``lr`` on the support, from its weights. With a checkpoint trained without an
+    inner loop (``configs/pretrain.yaml``: multi-task pretraining on the same tables) this is the
+    pretrain + fine-tune baseline that isolates what MAML adds."""
+    out = copy.deepcopy(module)
+    out.hparams.inner_steps, out.hparams.first_order = steps, True
+    with torch.no_grad():
+        for p in out.inner_lrs.values():
+            p.fill_(lr)
+    return out
 
 
 class PredictorScorer:

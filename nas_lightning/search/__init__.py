@@ -21,6 +21,7 @@ STRATEGIES: dict[str, type[Strategy]] = {
     "reinforce": Reinforce,
     "transfer": TransferSearch,
     "meta": MetaSearch,
+    "pretrain": MetaSearch,  # the same search over a multi-task pretrained, fine-tuned predictor (no MAML)
 }
 
 
@@ -31,7 +32,7 @@ def make_strategy(name: str, source: Task | None = None, scorer: Scorer | None =
     Args:
         name: one of :data:`STRATEGIES`.
         source: the source task ranking candidates (``transfer`` only).
-        scorer: the predictor (``meta`` only).
+        scorer: the predictor (``meta`` and ``pretrain``).
         batch, acquisition, beta: ``meta``'s options (see :class:`MetaSearch`).
 
     Raises:
@@ -43,9 +44,11 @@ def make_strategy(name: str, source: Task | None = None, scorer: Scorer | None =
         if source is None:
             raise UserError("strategy 'transfer' needs --source SPEC (a source task to rank architectures by)")
         return TransferSearch(source)
-    if name == "meta":
+    if name in ("meta", "pretrain"):
         if scorer is None:
-            raise UserError("strategy 'meta' needs --ckpt (a trained predictor checkpoint)")
+            flag = "--ckpt (a trained predictor checkpoint)" if name == "meta" else \
+                "--pretrained (a checkpoint trained with configs/pretrain.yaml)"
+            raise UserError(f"strategy {name!r} needs {flag}")
         return MetaSearch(scorer, batch=batch, acquisition=acquisition, beta=beta)
     return STRATEGIES[name]()
 

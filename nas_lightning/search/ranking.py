@@ -149,7 +149,8 @@ def _as_ranking(source: Task, archs: torch.Tensor) -> torch.Tensor:
 
 def rank_only(task: Task, module: MetaPredictor | None, support: int, seeds: int,
               source: Task | None = None, support_archs: torch.Tensor | None = None,
-              sources: list[Task] | None = None, params_table: Task | None = None) -> dict:
+              sources: list[Task] | None = None, params_table: Task | None = None,
+              pretrained: MetaPredictor | None = None) -> dict:
     """Adapt on ``support`` architectures per seed and rank every architecture of ``task``.
 
     The support values come through a :class:`TableOracle` (budget ``support``); the whole table is
@@ -165,6 +166,8 @@ def rank_only(task: Task, module: MetaPredictor | None, support: int, seeds: int
         sources: candidate source tasks; without ``source``, each draw's ``transfer`` uses the
             one agreeing best with that draw's support (:func:`best_source`).
         params_table: the space's parameter counts, for the ``params`` baseline (``None``: none).
+        pretrained: a pretrained predictor that adapts by fine-tuning (the ``pretrain`` baseline, see
+            :func:`~nas_lightning.models.scoring.finetuned`; ``None``: none).
 
     Returns:
         Per method: ``spearman_mean``, ``spearman_std``, ``kendall_mean``, ``kendall_std`` and
@@ -188,6 +191,8 @@ def rank_only(task: Task, module: MetaPredictor | None, support: int, seeds: int
         if module is not None:
             methods["meta"] = score(module, chosen, targets, archs, oracle.direction == "max")[0].cpu()
             methods["scratch"] = scratch_scores(module, chosen, targets, archs, seed)
+        if pretrained is not None:
+            methods["pretrain"] = score(pretrained, chosen, targets, archs, oracle.direction == "max")[0].cpu()
         if params_table is not None:
             methods["params"] = _orient(params_table.lookup(archs).float(), pos, targets)
         src = source if source is not None else best_source(sources or [], chosen, targets)[0]

@@ -106,6 +106,11 @@ class Oracle(ABC):
         """Cost (seconds of training, real or simulated) of everything queried; 0 when unknown."""
         return 0.0
 
+    @property
+    def fingerprint(self) -> str | None:
+        """The target's identity by content (a table's :attr:`Task.fingerprint`; ``None``: unknown)."""
+        return None
+
     def query(self, indices: int | Iterable[int] | torch.Tensor) -> torch.Tensor:
         """Values of ``indices``, in order; repeated architectures are free.
 
@@ -195,6 +200,10 @@ class TableOracle(Oracle):
     def cost(self) -> float:
         """Simulated cost (train seconds) of everything queried."""
         return float(self._task.lookup_cost(torch.tensor(self._order, dtype=torch.long)).sum()) if self._order else 0.0
+
+    @property
+    def fingerprint(self) -> str:
+        return self._task.fingerprint
 
     def evaluation_only(self) -> EvaluationView:
         return EvaluationView(self._task)

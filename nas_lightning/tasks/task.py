@@ -8,7 +8,11 @@ and read only through it (``query``) or through the explicitly named evaluation-
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from dataclasses import dataclass, field
+
+import numpy as np
 
 import torch
 
@@ -45,6 +49,17 @@ class Task:
         self.archs = self.archs.long()
         self._position = torch.full((self.space.size,), -1, dtype=torch.long)
         self._position[self.archs] = torch.arange(len(self.archs))
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """The table's identity by content: a hash of the space, the architectures and the values
+        (to 6 significant digits, so a table and its CSV copy agree), never of the name or direction.
+        Two specs naming the same table (an official and an embedded name, a relative and an
+        absolute path, a copied file) have the same fingerprint. Only the hash leaves the task."""
+        digest = hashlib.sha256(self.space.name.encode())
+        digest.update(self.archs.numpy().astype("<i8").tobytes())
+        digest.update("\n".join(np.char.mod("%.6g", self.table.double().numpy())).encode())
+        return digest.hexdigest()[:16]
 
     @property
     def size(self) -> int:
