@@ -46,7 +46,7 @@ def _one_line_user_error(call) -> str:
 
 def test_digits_splits_are_stratified_and_deterministic() -> None:
     d = load_digits_data()
-    assert (len(d.train), len(d.val), len(d.test)) == (1079, 359, 359)
+    assert (len(d.train), len(d.val), len(d.test)) == (360, 1078, 359)
     assert d.in_channels == 1 and d.image_size == (8, 8) and d.num_classes == 10
     assert d.train.images.dtype == torch.uint8 and int(d.train.images.max()) == 255
     for split in d.splits().values():

@@ -70,6 +70,16 @@ def parse_arch(arch: str) -> tuple[str, ...]:
     return validate_ops(tuple(found[e] for e in EDGES))
 
 
+def is_connected(ops: tuple[str, ...]) -> bool:
+    """Whether some path of non-``none`` edges leads from node 0 to node 3 (else the cell outputs zeros)."""
+    ops = validate_ops(ops)
+    reached = {0}
+    for e, (src, dst) in enumerate(EDGES):  # edges are in topological order
+        if ops[e] != "none" and src in reached:
+            reached.add(dst)
+    return NUM_NODES - 1 in reached
+
+
 class ReLUConvBN(nn.Sequential):
     """ReLU, a bias-free convolution, batch norm."""
 
