@@ -220,6 +220,8 @@ def check_resumable(path: str, model: MetaPredictor, datamodule: NASTaskDataModu
 def fit(cli: MetaCLI) -> None:
     """Validate input, then train (resuming when asked)."""
     ckpt = resolve_ckpt(cli)
+    run_dir = Path(cli.config.checkpoint.dirpath).parent  # a train: target keeps its trainings here
+    cli.datamodule.default_store, cli.datamodule.candidate_logs = run_dir / "trainings.sqlite", run_dir / "candidates"
     cli.datamodule.resolve()  # bad task specs fail here, before anything is written
     cli.datamodule.check_world(cli.trainer.world_size)
     monitor = cli.config.checkpoint.monitor or ""

@@ -69,7 +69,8 @@ def _normalised(argv: list[str]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` (default ``sys.argv[1:]``) and run the subcommand."""
     argv = _normalised(sys.argv[1:] if argv is None else list(argv))
-    cfg = parser().parse_args(argv)
+    top = parser()
+    cfg = top.instantiate(top.parse_args(argv))  # typed options (a recipe) become their values
     name = cfg.command
     options = {k: v for k, v in vars(cfg[name]).items() if k != "config"}
     return COMMANDS[name](**options)

@@ -5,6 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from nas_lightning.commands.common import device as pick_device, pretrained_for, seen_note, target_and_source
+from nas_lightning.commands.training import run_training_comparison, training_target
+from nas_lightning.evaluation.oracle import is_training_spec
+from nas_lightning.evaluation.recipe import PRESETS, Recipe
 from nas_lightning.errors import UserError
 from nas_lightning.models.checkpoint import load_predictor
 from nas_lightning.models.scoring import PredictorScorer
@@ -15,8 +18,8 @@ from nas_lightning.search.runner import format_table, run_comparison, write_resu
 def compare(task: str, strategy: str = "meta,rea,random", budget: int = 100, seeds: int = 10,
             ckpt: str | None = None, source: str | None = None, noisy: bool = False, out: str | None = None,
             meta_batch: int = 1, meta_members: int = 8, meta_beta: float = 0.5, pretrained: str | None = None,
-            finetune_steps: int = 20, finetune_lr: float = 0.03, official_path: str | None = None,
-            device: str = "auto") -> int:
+            finetune_steps: int = 20, finetune_lr: float = 0.03, recipe: Recipe = PRESETS["cpu"],
+            store: str | None = None, official_path: str | None = None, device: str = "auto") -> int:
     """Search TASK with each strategy, once per seed with a fresh oracle; print the table and
     write results.json and regret.png.
 
@@ -35,10 +38,17 @@ def compare(task: str, strategy: str = "meta,rea,random", budget: int = 100, see
         pretrained: a checkpoint of configs/pretrain.yaml (needed by pretrain: meta's search over it, fine-tuned).
         finetune_steps: pretrain: SGD steps on what the oracle answered.
         finetune_lr: pretrain: SGD learning rate.
+        recipe: train:... tasks: how each candidate is trained (the cpu preset; nb201 for GPUs, see README).
+        store: train:... tasks: the SQLite file of finished trainings (default OUT/trainings.sqlite); a rerun
+            of a killed search reuses it, and strategies share it.
         official_path: the official NB201 file for nb201-official/... specs (else NB201_PATH).
         device: auto, cpu or cuda: where the predictor runs.
     """
-    target, fixed_source = target_and_source(task, source, seeds, out, official_path)
+    training = is_training_spec(task)
+    if training:
+        target, fixed_source = training_target(task, recipe, source, seeds, out, official_path)
+    else:
+        target, fixed_source = target_and_source(task, source, seeds, out, official_path)
     dev = pick_device(device)
     if budget < 1:
         raise UserError(f"--budget must be at least 1 query, got {budget}")
@@ -57,12 +67,16 @@ def compare(task: str, strategy: str = "meta,rea,random", budget: int = 100, see
             factories[name] = lambda s=scorer, n=name: make_strategy(n, scorer=s, batch=meta_batch, beta=meta_beta)
         else:
             factories[name] = lambda n=name: make_strategy(n, source=fixed_source)
-    results = run_comparison(target, factories, budget, seeds, noisy=noisy)
+    if training:  # the store opens only now: bad input never leaves a database behind
+        results = run_training_comparison(target, factories, budget, seeds, store, out)
+    else:
+        results = run_comparison(target, factories, budget, seeds, noisy=noisy)
     if module is not None:
         results.update(seen_note(module, target))
     print(format_table(results))
     for name, r in results["strategies"].items():
-        print(f"{name}: best found {r.get('best_arch')}")
+        print(f"{name}: best found {r.get('best_arch')}" + (
+            f" (val {r['best_val_acc']:.2f} %, test {r['best_test_acc']:.2f} %)" if r.get("best_test_acc") is not None else ""))
     if out:
         write_results(results, Path(out))
     return 0

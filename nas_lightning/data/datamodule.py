@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import lightning as L
@@ -12,8 +13,11 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from nas_lightning.data.episodes import Pool, sample_episodes
 from nas_lightning.errors import UserError
+from nas_lightning.evaluation.oracle import TrainingOracle, TrainingSpec, is_training_spec
+from nas_lightning.evaluation.recipe import PRESETS, Recipe
+from nas_lightning.evaluation.store import ResultStore
 from nas_lightning.models.batch import EpisodeBatch
-from nas_lightning.spaces import SearchSpace
+from nas_lightning.spaces import NB201, SearchSpace
 from nas_lightning.tasks.load import load_tasks
 from nas_lightning.tasks.oracle import Oracle, TableOracle
 from nas_lightning.tasks.task import Task
@@ -69,6 +73,10 @@ class NASTaskDataModule(L.LightningDataModule):
         val_query: query size of a validation episode.
         target_budget: oracle budget of each target task over the whole run.
         noisy_oracle: target queries return one sampled training seed instead of the mean.
+        recipe: how a ``train:<dataset>`` target trains each queried cell (see README, "Search on
+            your own data").
+        store: the SQLite file of a ``train:`` target's finished trainings (default: beside the
+            run's checkpoints, ``<run>/trainings.sqlite``); resuming reuses it.
         seed: seeds the DataModule's own generator (episodes) and the fixed validation draws.
     """
 
@@ -76,7 +84,8 @@ class NASTaskDataModule(L.LightningDataModule):
                  target_tasks: list[str] = [], csv_dir: str | None = None, official_path: str | None = None,
                  support: int = 10, query: int = 200, meta_batch: int = 16, steps_per_epoch: int = 200,
                  val_episodes: int = 10, val_query: int = 1000, target_budget: int = 100,
-                 noisy_oracle: bool = False, seed: int = 0) -> None:
+                 noisy_oracle: bool = False, recipe: Recipe = PRESETS["cpu"], store: str | None = None,
+                 seed: int = 0) -> None:
         super().__init__()
         self.save_hyperparameters()
         if support < 2 or query < 1:
@@ -85,6 +94,7 @@ class NASTaskDataModule(L.LightningDataModule):
                             ("val_episodes", val_episodes), ("val_query", val_query), ("target_budget", target_budget)):
             if value < 1:
                 raise UserError(f"data.{name} must be at least 1, got {value}")
+        self.recipe = recipe if isinstance(recipe, Recipe) else Recipe(**recipe)  # a dict from a saved config
         self.generator = torch.Generator().manual_seed(seed)
         self.train: list[Task] = []
         self.val: list[Task] = []
@@ -93,6 +103,9 @@ class NASTaskDataModule(L.LightningDataModule):
         self.val_batches: list[EpisodeBatch] = []
         self.rank, self.world = 0, 1
         self.space: SearchSpace | None = None  # of every task, known after resolve()
+        # where a train: target keeps its trainings and each candidate's curves (train.py sets both
+        # beside the run's checkpoints)
+        self.default_store, self.candidate_logs = Path("runs") / "trainings.sqlite", None
         # generator states after each drawn meta-batch not yet used by training (the loader
         # prefetches), and the state after the last one used: what a checkpoint must hold
         self._drawn: deque[torch.Tensor] = deque()
@@ -128,7 +141,9 @@ class NASTaskDataModule(L.LightningDataModule):
             return
         hp = self.hparams
         self.train, self.val = self._resolve(hp.train_tasks), self._resolve(hp.val_tasks)
-        targets = self._resolve(hp.target_tasks)
+        targets = self._resolve([s for s in hp.target_tasks if not is_training_spec(s)])
+        trained = [TrainingSpec.parse(s) for s in hp.target_tasks if is_training_spec(s)]
+        datasets = {str(s): s.load() for s in trained}  # bad data fails here, before any store is opened
         if not self.train:
             raise UserError("no meta-train task given; set data.train_tasks to one or more task specs")
         roles = [("meta-train", self.train), ("meta-val", self.val), ("target", targets)]
@@ -146,7 +161,7 @@ class NASTaskDataModule(L.LightningDataModule):
                 tables.setdefault(t.fingerprint, (t.name, role))
                 if t.report_only and role != "target":
                     raise UserError(f"task {t.name} is report-only (test accuracy) and cannot be a {role} task; use val_acc")
-        spaces = {t.space.name for t in self.train + self.val + targets}
+        spaces = {t.space.name for t in self.train + self.val + targets} | ({NB201.name} if trained else set())
         if len(spaces) > 1:
             raise UserError(f"the tasks span search spaces {', '.join(sorted(spaces))}; a run trains on one space")
         self.space = self.train[0].space
@@ -157,8 +172,14 @@ class NASTaskDataModule(L.LightningDataModule):
             if t.size < hp.support + hp.query:
                 raise UserError(f"meta-train task {t.name} has {t.size} architectures, fewer than data.support + data.query = "
                                 f"{hp.support} + {hp.query}; lower data.query to at most {t.size - hp.support}")
-        self.oracles = {t.name: TableOracle(t, hp.target_budget, hp.noisy_oracle, seed=hp.seed) for t in targets}
-        self.fed_back = {t.name: [] for t in targets}
+        self.oracles: dict[str, Oracle] = {t.name: TableOracle(t, hp.target_budget, hp.noisy_oracle, seed=hp.seed)
+                                           for t in targets}
+        if trained:
+            store = ResultStore(hp.store or self.default_store)
+            for name, data in datasets.items():
+                self.oracles[name] = TrainingOracle(data, self.recipe, store, hp.target_budget, name=name,
+                                                    log_dir=self.candidate_logs)
+        self.fed_back = {name: [] for name in self.oracles}
         self._base_pools = [Pool.from_task(t) for t in self.train]
         self._target_pools: dict[str, Pool] = {}
         gen = torch.Generator().manual_seed(hp.seed + 7919)

@@ -71,6 +71,7 @@ def _score_seed(oracle: Oracle, seed: int, seconds: float) -> dict[str, Any]:
         "found_optimum_at": int(hits[0]) + 1 if len(hits) else None,
         "seconds": seconds,
         "cost": oracle.cost,
+        **({} if view is not None else {"cost_so_far": torch.tensor(oracle.costs(), dtype=torch.float64).cumsum(0).tolist()}),
     }
 
 
@@ -199,12 +200,23 @@ def _plot(results: dict[str, Any], path: Path) -> None:
     positive = torch.cat([c[c > 0] for c in curves.values()]) if curves else torch.zeros(0)
     floor = float(positive.min()) / 2 if len(positive) else 1e-3
     x = torch.arange(1, budget + 1).numpy()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, axes = plt.subplots(1, 1 if regret else 2, figsize=(7 if regret else 12, 4.5), squeeze=False)
+    ax = axes[0, 0]
     for name, c in curves.items():
         c = c.clamp(min=floor) if regret else c
         lo, hi = torch.nanquantile(c, 0.25, dim=0), torch.nanquantile(c, 0.75, dim=0)
         (line,) = ax.plot(x, c.nanmean(0).numpy(), label=name)
         ax.fill_between(x, lo.numpy(), hi.numpy(), color=line.get_color(), alpha=0.2, linewidth=0)
+    if not regret:  # against the training time spent (each seed's own curve)
+        wall = axes[0, 1]
+        for (name, r), color in zip(results["strategies"].items(), plt.rcParams["axes.prop_cycle"].by_key()["color"]):
+            for i, s in enumerate(r["per_seed"]):
+                wall.step(s.get("cost_so_far", []), s["best_so_far"], where="post", color=color, alpha=0.7,
+                          label=name if i == 0 else None)
+        wall.set_xlabel("training seconds (as stored)")
+        wall.set_ylabel("best value found so far")
+        wall.grid(True, alpha=0.3)
+        wall.legend()
     ax.set_xlabel("queries")
     if regret:
         ax.set_yscale("log")

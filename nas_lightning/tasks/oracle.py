@@ -106,6 +106,10 @@ class Oracle(ABC):
         """Cost (seconds of training, real or simulated) of everything queried; 0 when unknown."""
         return 0.0
 
+    def costs(self) -> list[float]:
+        """Cost of each query, in query order (zeros when unknown)."""
+        return [0.0] * len(self._order)
+
     @property
     def fingerprint(self) -> str | None:
         """The target's identity by content (a table's :attr:`Task.fingerprint`; ``None``: unknown)."""
@@ -200,6 +204,9 @@ class TableOracle(Oracle):
     def cost(self) -> float:
         """Simulated cost (train seconds) of everything queried."""
         return float(self._task.lookup_cost(torch.tensor(self._order, dtype=torch.long)).sum()) if self._order else 0.0
+
+    def costs(self) -> list[float]:
+        return self._task.lookup_cost(torch.tensor(self._order, dtype=torch.long)).tolist() if self._order else []
 
     @property
     def fingerprint(self) -> str:

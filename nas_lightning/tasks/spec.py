@@ -52,6 +52,9 @@ class TaskSpec:
             UserError: for a spec of no known form.
         """
         text = str(text).strip()
+        if text.startswith("train:"):
+            raise UserError(f"{text} trains networks and has no complete table; use it with search.py compare or as "
+                            "train.py's --data.target_tasks (rank, predict and training-side tasks need a table)")
         if text.startswith("csv:"):
             body, direction = text[len("csv:"):], None
             for suffix in ("@min", "@max"):
