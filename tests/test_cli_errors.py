@@ -84,6 +84,14 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ck = torch.load(d / "unknown_encoding.ckpt", weights_only=False)
     ck["hyper_parameters"]["encoding"] = "zero-cost-proxies"
     torch.save(ck, d / "unknown_encoding.ckpt")
+    from PIL import Image
+
+    (d / "no_images").mkdir()
+    for name, classes, sizes in (("one_class", ("cat",), (8, 8)), ("mixed_sizes", ("cat", "dog"), (8, 12))):
+        for c in classes:
+            (d / name / c).mkdir(parents=True)
+            for i, side in enumerate(sizes):
+                Image.new("RGB", (side, side), (i * 40, 0, 0)).save(d / name / c / f"{i}.png")
     ck = torch.load(d / "search.ckpt", weights_only=False)
     ck["NASTaskDataModule"]["oracles"] = {"nb201/ImageNet16-120/val_acc": {}}
     torch.save(ck, d / "other_target.ckpt")
@@ -115,6 +123,8 @@ TRAIN_CASES = [
     ("support-below-2", ["--data.support", "1"], "data.support must be"),
     ("meta-batch-zero", ["--data.meta_batch", "0"], "data.meta_batch"),
     ("budget-zero", ["--data.target_tasks", "[nb201/ImageNet16-120/val_acc]", "--data.target_budget", "0"], "target_budget"),
+    ("train-target-missing-folder", ["--data.target_tasks", "[train:imagefolder={in}/nowhere]"], "nowhere"),
+    ("train-target-recipe", ["--data.target_tasks", "[train:digits]", "--data.recipe.lr", "-1"], "lr"),
     ("budget-negative", ["--data.target_tasks", "[nb201/ImageNet16-120/val_acc]", "--data.target_budget", "-3"],
      "target_budget"),
     ("target-also-train", ["--data.target_tasks", "[nb201/cifar10/val_acc]"], "one role"),
@@ -183,6 +193,14 @@ SEARCH_CASES = [
     ("ckpt-unknown-encoding", ["rank", "--task", "csv:{in}/good.csv", "--ckpt", "{in}/unknown_encoding.ckpt"],
      "unknown encoding"),
     ("device", ["compare", "--task", "nb201/cifar10/val_acc", "--device", "tpu"], "unknown device"),
+    ("train-unknown-dataset", ["compare", "--task", "train:mnist"], "unknown dataset 'mnist'"),
+    ("train-missing-folder", ["compare", "--task", "train:imagefolder={in}/nowhere"], "nowhere"),
+    ("train-empty-folder", ["compare", "--task", "train:imagefolder={in}/no_images"], "no_images"),
+    ("train-one-class", ["compare", "--task", "train:imagefolder={in}/one_class"], "class"),
+    ("train-mixed-sizes", ["compare", "--task", "train:imagefolder={in}/mixed_sizes"], "mixed sizes"),
+    ("train-cifar-no-root", ["compare", "--task", "train:cifar10={in}/nowhere"], "nowhere"),
+    ("recipe-out-of-range", ["compare", "--task", "train:digits", "--recipe.epochs", "0"], "epochs"),
+    ("rank-a-training-task", ["rank", "--task", "train:digits", "--ckpt", "{in}/search.ckpt"], "no complete table"),
     ("support-archs-binary", ["rank", "--task", "csv:{in}/good.csv", "--ckpt", "{in}/search.ckpt",
                               "--support-archs", "{in}/garbage.ckpt"], "unreadable"),
 ]

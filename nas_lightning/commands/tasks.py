@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from nas_lightning.evaluation.oracle import TrainingSpec, is_training_spec
+from nas_lightning.spaces import NB201
 from nas_lightning.tasks.embedded import embedded_specs
 from nas_lightning.tasks.load import load_tasks
 
@@ -10,10 +12,17 @@ def tasks(task: str | None = None, official_path: str | None = None) -> int:
     """List task specs with direction and size (the embedded NB201 tables, or the tasks one spec gives).
 
     Args:
-        task: a spec to resolve instead (e.g. a csv glob: one line per file and column).
+        task: a spec to resolve instead (e.g. a csv glob: one line per file and column; train:... describes its data).
         official_path: the official NB201 file for nb201-official/... specs (else NB201_PATH).
     """
+    if task and is_training_spec(task):
+        spec = TrainingSpec.parse(task)
+        print(f"{spec}\tmax\t{NB201.size}\t{spec.load().describe()}")
+        return 0
     specs = [task] if task else embedded_specs()
     for t in (t for s in specs for t in load_tasks(s, official_path)):
         print(f"{t.name}\t{t.direction}\t{t.size}")
+    if not task:  # the tasks that train each queried cell for real (no table)
+        print(f"train:digits\tmax\t{NB201.size}\ttrains each queried cell (also train:imagefolder=PATH, "
+              "train:cifar10=ROOT, train:cifar100=ROOT, train:fashion-mnist=ROOT)")
     return 0

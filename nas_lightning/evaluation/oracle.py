@@ -30,6 +30,7 @@ from nas_lightning.tasks.oracle import Oracle
 log = logging.getLogger(__name__)
 FAILED_VALUE = 0.0  # a failed training's charged answer: the worst accuracy
 PREFIX = "train:"
+DATA_DIR = Path(__file__).resolve().parents[2] / "data"  # where a user's datasets go by default
 ALIASES = {"imagefolder": "folder", "image-folder": "folder", "fashionmnist": "fashion-mnist"}
 
 
@@ -61,8 +62,15 @@ class TrainingSpec:
         return PREFIX + self.dataset + (f"={self.root}" if self.root else "")
 
     def load(self, image_size: int | None = None) -> ImageData:
-        """The dataset (one-line :class:`UserError` for missing or bad files)."""
-        return load_dataset(self.dataset, self.root, image_size=image_size)
+        """The dataset (one-line :class:`UserError` for missing or bad files). Without a root, a
+        dataset's files are looked for in the project's ``data/<dataset>`` folder."""
+        root = self.root
+        if root is None and self.dataset != "digits":
+            root = str(DATA_DIR / ("images" if self.dataset == "folder" else self.dataset))
+            if not Path(root).exists():
+                raise UserError(f"{self} needs its files: put them under {root} (see data/README.md) "
+                                f"or give {PREFIX}{self.dataset}=PATH")
+        return load_dataset(self.dataset, root, image_size=image_size)
 
 
 def experiment_fingerprint(data: ImageData, recipe: Recipe) -> str:

@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ENV_VAR = "NB201_PATH"
+FILE_NAME = "NAS-Bench-201-v1_1-096897.pth"
+DATA_FILE = Path(__file__).resolve().parents[2] / "data" / FILE_NAME  # found there without NB201_PATH
 HP = "200"
 OFFICIAL_METRICS: dict[str, str] = {
     "val_acc": "max",
@@ -109,9 +111,9 @@ def _tensors(source: Source) -> dict[str, torch.Tensor]:
     if isinstance(source, dict):
         return extract(NASBench201API(source, verbose=False))
     if source is None:
-        source = os.environ.get(ENV_VAR) or None
+        source = os.environ.get(ENV_VAR) or (DATA_FILE if DATA_FILE.is_file() else None)
         if source is None:
-            raise UserError(f"no NB201 file given; {_HINT}")
+            raise UserError(f"no NB201 file given; {_HINT} (or put it at {DATA_FILE})")
     if not isinstance(source, (str, os.PathLike)):
         raise TypeError(f"NB201 source must be a path, a dict or a NASBench201API, got {type(source).__name__}")
     path = Path(source).expanduser()
