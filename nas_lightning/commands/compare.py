@@ -21,7 +21,7 @@ def compare(task: str, strategy: str = "meta,rea,random", budget: int = 100, see
             finetune_steps: int = 20, finetune_lr: float = 0.03, recipe: Recipe = PRESETS["cpu"],
             store: str | None = None, official_path: str | None = None, device: str = "auto") -> int:
     """Search TASK with each strategy, once per seed with a fresh oracle; print the table and
-    write results.json and regret.png.
+    write results.json and regret.png (best_so_far.png for a train: task).
 
     Args:
         task: the target task spec.
@@ -31,7 +31,7 @@ def compare(task: str, strategy: str = "meta,rea,random", budget: int = 100, see
         ckpt: predictor checkpoint from train.py (needed by meta).
         source: source task spec for the transfer baseline.
         noisy: the oracle returns one sampled training seed, not the mean.
-        out: folder for results.json and regret.png.
+        out: folder for results.json and the plot (train: tasks: also trainings.csv, the store, the curves).
         meta_batch: meta: architectures queried per scoring step.
         meta_members: meta: bootstrap members (exploration).
         meta_beta: meta: exploration weight.

@@ -233,12 +233,14 @@ def _plot(results: dict[str, Any], path: Path) -> None:
 
 
 def write_results(results: dict[str, Any], out_dir: Path) -> None:
-    """Write ``results.json`` and ``regret.png`` into ``out_dir``, each atomically.
+    """Write ``results.json`` and the plot into ``out_dir``, each atomically: ``regret.png``, or
+    ``best_so_far.png`` (against queries and training seconds) where no optimum is known.
 
     Both are rendered to temporary files first, so a failure leaves neither half-written.
     """
     out_dir = Path(out_dir)
-    with atomic(out_dir / "results.json", out_dir / "regret.png") as (tmp_json, tmp_png):
+    plot = out_dir / ("regret.png" if results["optimum"] is not None else "best_so_far.png")
+    with atomic(out_dir / "results.json", plot) as (tmp_json, tmp_png):
         tmp_json.write_text(json_text(results))
         _plot(results, tmp_png)
-    log.info("wrote %s and %s", out_dir / "results.json", out_dir / "regret.png")
+    log.info("wrote %s and %s", out_dir / "results.json", plot)
