@@ -24,6 +24,7 @@ from nas_lightning.evaluation.network import (
     arch_string,
     build_network,
     count_params,
+    is_connected,
     parse_arch,
 )
 
@@ -103,6 +104,12 @@ def test_disconnected_cell_outputs_a_constant() -> None:
     model = build_network(("skip_connect", "nor_conv_3x3", "none", "none", "none", "none"), C=4, N=1).eval()
     out = model(torch.randn(4, 3, 16, 16))
     assert torch.allclose(out, out[:1].expand_as(out))
+
+
+def test_is_connected_matches_the_four_paths() -> None:
+    paths = ((3,), (0, 4), (1, 5), (0, 2, 5))  # edge indices of 0->3, 0->1->3, 0->2->3, 0->1->2->3
+    for ops in itertools.product(OPS, repeat=6):
+        assert is_connected(ops) == any(all(ops[e] != "none" for e in p) for p in paths), ops
 
 
 def test_arch_strings_round_trip() -> None:
