@@ -15,14 +15,8 @@ import torch
 from PIL import Image
 
 from nas_lightning.errors import UserError
-from nas_lightning.evaluation.datasets import (
-    ImageData,
-    Split,
-    from_arrays,
-    load_dataset,
-    load_digits_data,
-    stratified_split,
-)
+from nas_lightning.evaluation.datasets import ImageData, Split, from_arrays, load_digits_data, stratified_split
+from nas_lightning.evaluation.sources import load_dataset
 
 
 def _img(path: Path, color=(255, 0, 0), size=(12, 12), mode="RGB") -> None:
@@ -112,7 +106,7 @@ def test_mixed_sizes_are_refused_unless_resized(tmp_path: Path) -> None:
     root = _folder(tmp_path / "imgs")
     _img(root / "dog" / "big.png", size=(40, 30))
     msg = _one_line_user_error(lambda: load_dataset("folder", root))
-    assert "image_size" in msg and "mixed sizes" in msg
+    assert "resolution" in msg and "mixed sizes" in msg
     d = load_dataset("folder", root, image_size=16)
     assert d.image_size == (16, 16) and len(d.train) + len(d.val) == 16
 

@@ -51,7 +51,7 @@ def training_target(task: str, recipe: Recipe, source: str | None, seeds: int, o
     if out and Path(out).exists() and not Path(out).is_dir():
         raise UserError(f"--out {out!r} is a file; give a folder (it is created if missing)")
     spec = TrainingSpec.parse(task)
-    data = spec.load()
+    data = spec.load(recipe.resolution if spec.dataset == "folder" else None)
     source_task = one_task(source, official_path, "--source") if source else None
     return TrainingTarget(spec, data, recipe, experiment_fingerprint(data, recipe)), source_task
 

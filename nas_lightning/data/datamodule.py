@@ -143,7 +143,7 @@ class NASTaskDataModule(L.LightningDataModule):
         self.train, self.val = self._resolve(hp.train_tasks), self._resolve(hp.val_tasks)
         targets = self._resolve([s for s in hp.target_tasks if not is_training_spec(s)])
         trained = [TrainingSpec.parse(s) for s in hp.target_tasks if is_training_spec(s)]
-        datasets = {str(s): s.load() for s in trained}  # bad data fails here, before any store is opened
+        datasets = {str(s): s.load(self.recipe.resolution if s.dataset == "folder" else None) for s in trained}  # bad data fails here, before any store is opened
         if not self.train:
             raise UserError("no meta-train task given; set data.train_tasks to one or more task specs")
         roles = [("meta-train", self.train), ("meta-val", self.val), ("target", targets)]

@@ -2,7 +2,7 @@
 
 Every dataset is an :class:`ImageData`: ``uint8`` images ``[N, C, H, W]`` and ``int64`` labels
 per split, held in memory (small data sets; a large image folder needs the memory to match).
-Names understood by :func:`load_dataset`:
+Names understood by :func:`nas_lightning.evaluation.sources.load_dataset`:
 
 * ``digits``: scikit-learn's bundled 8x8 digits (1,797 images, no download), split by a seeded
   stratified fraction into train / val / test;
@@ -22,7 +22,6 @@ import functools
 import hashlib
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterator
 
 import numpy as np
@@ -32,7 +31,6 @@ from nas_lightning.errors import UserError
 
 log = logging.getLogger(__name__)
 
-DATASET_NAMES: tuple[str, ...] = ("digits", "folder", "cifar10", "cifar100", "fashion-mnist")
 _FINGERPRINT_VERSION = b"nas-lightning-imagedata-v1"
 
 
@@ -197,45 +195,3 @@ def load_digits_data(val_fraction: float = 0.6, test_fraction: float = 0.2, spli
     labels = torch.from_numpy(bunch.target.astype(np.int64))
     classes = tuple(str(c) for c in bunch.target_names)
     return from_arrays("digits", images, labels, classes, val_fraction, test_fraction, split_seed)
-
-
-def load_dataset(
-    name: str = "digits",
-    root: str | Path | None = None,
-    *,
-    val_fraction: float | None = None,
-    test_fraction: float | None = None,
-    image_size: int | None = None,
-    split_seed: int = 0,
-) -> ImageData:
-    """Load a dataset by name (see :data:`DATASET_NAMES`); ``root`` is needed by all but ``digits``.
-
-    ``val_fraction`` defaults to 0.6 for digits (see :func:`load_digits_data`) and 0.2 otherwise;
-    ``test_fraction`` (default 0.2 for digits, 0 for a single image folder) applies only where no
-    test split exists; ``image_size`` resizes a folder's images to ``image_size`` squared.
-
-    Raises:
-        UserError: for an unknown name, a missing root, bad fractions or bad files.
-    """
-    from nas_lightning.evaluation import image_files
-
-    key = name.strip().lower().replace("_", "-")
-    key = {"fashionmnist": "fashion-mnist", "cifar-10": "cifar10", "cifar-100": "cifar100"}.get(key, key)
-    if key not in DATASET_NAMES:
-        raise UserError(f"unknown dataset {name!r}; choose one of {', '.join(DATASET_NAMES)}")
-    if key == "digits":
-        return load_digits_data(0.6 if val_fraction is None else val_fraction, 0.2 if test_fraction is None else test_fraction, split_seed)
-    val_fraction = 0.2 if val_fraction is None else val_fraction
-    if root is None or not str(root).strip():
-        raise UserError(f"dataset {key!r} needs a root folder; pass root=PATH (where its files lie)")
-    if key == "folder":
-        return image_files.load_image_folder(root, val_fraction, test_fraction or 0.0, image_size, split_seed)
-    if test_fraction:
-        raise UserError(f"{key} has an official test set; drop test_fraction={test_fraction}")
-    if image_size is not None:
-        raise UserError(f"{key} images have a fixed size; drop image_size (set the recipe's resolution instead)")
-    if key == "fashion-mnist":
-        (x, y), test, classes = image_files.read_fashion_mnist(root)
-    else:
-        (x, y), test, classes = image_files.read_cifar(root, 10 if key == "cifar10" else 100)
-    return from_arrays(key, x, y, classes, val_fraction, 0.0, split_seed, test=Split(*test))

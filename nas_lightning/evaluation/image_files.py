@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from nas_lightning.errors import UserError
+from nas_lightning.evaluation.datasets import ImageData, Split, check_fraction, from_arrays
 
 log = logging.getLogger(__name__)
 
@@ -121,8 +122,6 @@ def load_image_folder(
         UserError: for a missing or empty folder, one class, a val class unknown to train,
             unreadable images, 16-bit/float images, mixed sizes without ``image_size``, bad fractions.
     """
-    from nas_lightning.evaluation.datasets import ImageData, Split, check_fraction, from_arrays
-
     root = Path(root).expanduser()
     if image_size is not None and (not isinstance(image_size, int) or isinstance(image_size, bool) or not 1 <= image_size <= 4096):
         raise UserError(f"image_size={image_size!r} is invalid; give a side length in pixels between 1 and 4096")
@@ -146,7 +145,7 @@ def load_image_folder(
     elif len(sizes) > 1:
         (a, _), (b, _) = sizes.most_common(2)
         raise UserError(
-            f"images under {str(root)!r} have mixed sizes ({a[0]}x{a[1]}, {b[0]}x{b[1]}, ...); pass image_size=N to resize all to NxN"
+            f"images under {str(root)!r} have mixed sizes ({a[0]}x{a[1]}, {b[0]}x{b[1]}, ...); set the recipe's resolution N (--recipe.resolution, or --data.recipe.resolution for train.py) to resize all to NxN"
         )
     else:
         size = next(iter(sizes))
