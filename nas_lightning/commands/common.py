@@ -14,6 +14,7 @@ from nas_lightning.models.scoring import finetuned
 from nas_lightning.search.ranking import csv_sources
 from nas_lightning.tasks.embedded import load_embedded
 from nas_lightning.tasks.load import load_task
+from nas_lightning.tasks.nbg import load_nbg
 from nas_lightning.tasks.spec import TaskSpec
 from nas_lightning.tasks.task import Task
 
@@ -67,15 +68,30 @@ def target_and_source(task: str, source: str | None, seeds: int, out: str | None
     if out and Path(out).exists() and not Path(out).is_dir():
         raise UserError(f"--out {out!r} is a file; give a folder (it is created if missing)")
     target = one_task(task, official_path)
-    fixed = one_task(source, official_path, "--source") if source else None
+    fixed = source_task(source, target.space.name, official_path)
     if fixed is not None and fixed.fingerprint == target.fingerprint:
         raise UserError(f"--source {source} holds the same table as --task {task}; transfer from another table")
     return target, fixed
 
 
+def source_task(source: str | None, space: str, official_path: str | None) -> Task | None:
+    """The fixed transfer source ``--source`` names (``None`` without one), of the target's search ``space``."""
+    if not source:
+        return None
+    fixed = one_task(source, official_path, "--source")
+    if fixed.space.name != space:
+        raise UserError(f"--source {source} is a task of search space {fixed.space.name!r}, not {space!r} (the --task's); "
+                        f"transfer from a {space} task")
+    return fixed
+
+
 def params_table(task: Task) -> Task | None:
-    """The parameter counts of the task's space (the ``params`` baseline), where the space has them."""
-    return load_embedded("cifar10", "params") if task.space.name == "nb201" else None
+    """The parameter counts behind the ``params`` baseline: NB201's (CIFAR-10) for any NB201 task,
+    the dataset's own ``nbg/<dataset>/params`` for an ``nbg/...`` task; ``None`` where there are none."""
+    if task.space.name == "nb201":
+        return load_embedded("cifar10", "params")
+    spec = TaskSpec.parse(task.name)
+    return load_nbg(spec.dataset, "params") if spec.kind == "nbg" else None
 
 
 def seen_note(module: MetaPredictor, task: Task) -> dict:

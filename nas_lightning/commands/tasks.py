@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import logging
+
+from nas_lightning.errors import UserError
 from nas_lightning.evaluation.oracle import TrainingSpec, is_training_spec
 from nas_lightning.spaces import NB201
 from nas_lightning.tasks.embedded import embedded_specs
 from nas_lightning.tasks.load import load_tasks
+from nas_lightning.tasks.nbg import nbg_specs
+
+log = logging.getLogger(__name__)
 
 
 def tasks(task: str | None = None, official_path: str | None = None) -> int:
-    """List task specs with direction and size (the embedded NB201 tables, or the tasks one spec gives).
+    """List task specs with direction and size (the embedded NB201 and the NAS-Bench-Graph tables,
+    or the tasks one spec gives).
 
     Args:
         task: a spec to resolve instead (e.g. a csv glob: one line per file and column; train:... describes its data).
@@ -19,10 +26,16 @@ def tasks(task: str | None = None, official_path: str | None = None) -> int:
         spec = TrainingSpec.parse(task)
         print(f"{spec}\tmax\t{NB201.size}\t{spec.load().describe()}")
         return 0
-    specs = [task] if task else embedded_specs()
-    for t in (t for s in specs for t in load_tasks(s, official_path)):
+    for t in (t for s in ([task] if task else embedded_specs()) for t in load_tasks(s, official_path)):
         print(f"{t.name}\t{t.direction}\t{t.size}")
-    if not task:  # the tasks that train each queried cell for real (no table)
-        print(f"train:digits\tmax\t{NB201.size}\ttrains each queried cell (also train:imagefolder=PATH, "
-              "train:cifar10=ROOT, train:cifar100=ROOT, train:fashion-mnist=ROOT)")
+    if task:
+        return 0
+    try:  # the graph tables (test_acc: report only)
+        for t in (t for s in nbg_specs() for t in load_tasks(s)):
+            print(f"{t.name}\t{t.direction}\t{t.size}" + ("\treport only" if t.report_only else ""))
+    except UserError as err:  # the package is missing: list the rest
+        log.warning("NAS-Bench-Graph tasks not listed: %s", err)
+    # the tasks that train each queried cell for real (no table)
+    print(f"train:digits\tmax\t{NB201.size}\ttrains each queried cell (also train:imagefolder=PATH, "
+          "train:cifar10=ROOT, train:cifar100=ROOT, train:fashion-mnist=ROOT)")
     return 0

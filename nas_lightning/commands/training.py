@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nas_lightning.commands.common import one_task
+from nas_lightning.commands.common import source_task
 from nas_lightning.errors import UserError
 from nas_lightning.evaluation.datasets import ImageData
 from nas_lightning.evaluation.oracle import TrainingOracle, TrainingSpec, experiment_fingerprint
@@ -52,8 +52,8 @@ def training_target(task: str, recipe: Recipe, source: str | None, seeds: int, o
         raise UserError(f"--out {out!r} is a file; give a folder (it is created if missing)")
     spec = TrainingSpec.parse(task)
     data = spec.load(recipe.resolution if spec.dataset == "folder" else None)
-    source_task = one_task(source, official_path, "--source") if source else None
-    return TrainingTarget(spec, data, recipe, experiment_fingerprint(data, recipe)), source_task
+    fixed = source_task(source, NB201.name, official_path)
+    return TrainingTarget(spec, data, recipe, experiment_fingerprint(data, recipe)), fixed
 
 
 def run_training_comparison(target: TrainingTarget, strategies: StrategyFactories, budget: int, seeds: int,

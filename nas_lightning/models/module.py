@@ -13,6 +13,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.functional import kendall_rank_corrcoef, spearman_corrcoef
 
+from nas_lightning.errors import UserError
 from nas_lightning.spaces import get_space
 from nas_lightning.models import maml
 from nas_lightning.models.batch import EpisodeBatch
@@ -33,7 +34,8 @@ class MetaPredictor(L.LightningModule):
         predictor: ``"mlp"`` (flat encoding) or ``"gcn"`` (cell graph).
         hidden: hidden width of the predictor.
         layers: hidden layers (MLP) or graph convolutions (GCN).
-        encoding: ``"onehot+path"`` or ``"onehot"`` for the MLP, ``"graph"`` for the GCN.
+        encoding: one of the space's encodings for the MLP (NB201: ``"onehot+path"``, ``"onehot"``,
+            ``"path"``; NAS-Bench-Graph: ``"layers"``, ``"onehot"``, ``"adjacency"``), ``"graph"`` for the GCN.
         context: size of the task context from the support set and direction (0: no conditioning).
         inner_steps: SGD steps of the inner loop.
         inner_lr: initial inner learning rate.
@@ -68,6 +70,9 @@ class MetaPredictor(L.LightningModule):
             raise ValueError(f"unknown on_nan {on_nan!r}; choose one of {', '.join(NAN_POLICIES)}")
         self.save_hyperparameters()
         self.space = get_space(space)
+        if predictor == "mlp" and encoding not in self.space.encodings:
+            raise UserError(f"unknown encoding {encoding!r} for search space {space}; set model.encoding to one of "
+                            f"{', '.join(self.space.encodings)}")
         self.automatic_optimization = False
         self.net = PREDICTORS[predictor](hidden, layers, encoding, context, space=self.space)
         self.context_encoder = ContextEncoder(self.net.input_dim, 64, context) if context else None

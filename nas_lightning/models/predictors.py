@@ -70,14 +70,18 @@ class MLPPredictor(nn.Module):
 
 
 class GraphPredictor(nn.Module):
-    """A graph convolutional network on the space's graph form (``space.graph``; NB201: ops as nodes).
+    """A graph convolutional network on the space's graph form (``space.graph``).
+
+    Where every architecture has the same adjacency (NB201: ops as nodes, the cell's wiring fixed)
+    the input is the node features only; where it varies (NAS-Bench-Graph: which layer reads
+    which) the input carries each architecture's adjacency too, and propagation uses it.
 
     Args:
         hidden: width of the node states.
         layers: number of graph convolution rounds.
         encoding: must be ``"graph"`` (kept for a uniform constructor).
         context: size of the task context vector (0: no conditioning).
-        space: the search space (its graph's adjacency is the same for every architecture).
+        space: the search space.
     """
 
     def __init__(self, hidden: int = 64, layers: int = 3, encoding: str = "graph", context: int = 0,
@@ -86,30 +90,40 @@ class GraphPredictor(nn.Module):
         if encoding != "graph":
             raise ValueError(f"the gcn predictor takes encoding 'graph', got {encoding!r}")
         self.encoding, self.space = encoding, space
-        adj, feats = space.graph(torch.zeros(1, dtype=torch.long))
+        adj, feats = space.graph(space.all_indices())
         n, f = feats.shape[-2:]
-        both = adj[0] + adj[0].T + torch.eye(n)  # propagate both ways along the DAG, with self loops
-        self.register_buffer("prop", both / both.sum(1, keepdim=True), persistent=False)
+        self.fixed = bool((adj == adj[:1]).all())  # one adjacency for the whole space
+        self.register_buffer("prop", _propagation(adj[0]), persistent=False)
         self.nodes, self.features = n, f
-        self.input_dim = n * f
+        self.input_dim = n * f + (0 if self.fixed else n * n)
         self.embed = nn.Linear(f, hidden)
         self.convs = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(layers))
         self.film = _FiLM(context, hidden) if context else None
         self.head = nn.Linear(hidden, 1)
 
     def encode(self, indices: torch.Tensor) -> torch.Tensor:
-        """Architecture indices ``[...]`` to flattened node features ``[..., nodes * features]``."""
-        return self.space.graph(indices)[1].flatten(-2)
+        """Architecture indices ``[...]`` to flattened node features ``[..., nodes * features]``
+        (then the flattened adjacency ``[..., nodes * nodes]`` where it varies)."""
+        adj, feats = self.space.graph(indices)
+        return feats.flatten(-2) if self.fixed else torch.cat([feats.flatten(-2), adj.flatten(-2)], -1)
 
     def forward(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
-        """Scores ``[N]`` of flattened node features ``[N, nodes * features]`` under context ``z [C]``."""
-        h = torch.relu(self.embed(x.unflatten(-1, (self.nodes, self.features))))
+        """Scores ``[N]`` of encoded architectures ``[N, input_dim]`` under context ``z [C]``."""
+        split = self.nodes * self.features
+        h = torch.relu(self.embed(x[..., :split].unflatten(-1, (self.nodes, self.features))))
+        prop = self.prop if self.fixed else _propagation(x[..., split:].unflatten(-1, (self.nodes, self.nodes)))
         for conv in self.convs:
-            h = torch.relu(conv(self.prop @ h)) + h
+            h = torch.relu(conv(prop @ h)) + h
         h = h.mean(-2)
         if self.film is not None and z is not None:
             h = self.film(h, z)
         return self.head(h).squeeze(-1)
+
+
+def _propagation(adj: torch.Tensor) -> torch.Tensor:
+    """Row-normalised propagation ``[..., n, n]``: both ways along the DAG, with self loops."""
+    both = adj + adj.transpose(-1, -2) + torch.eye(adj.shape[-1], device=adj.device)
+    return both / both.sum(-1, keepdim=True)
 
 
 class ContextEncoder(nn.Module):

@@ -277,3 +277,6 @@ class NBGSpace(SearchSpace):
     def graph(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(adjacency [..., 6, 6], node features [..., 6, 11])`` of the layer DAG."""
         return _graph(self.check(indices))
+
+
+NBG = NBGSpace()  # cheap: the package is read on the first lookup, not here

@@ -7,6 +7,7 @@ from pathlib import Path
 from nas_lightning.errors import UserError
 from nas_lightning.tasks.csvtable import load_csv
 from nas_lightning.tasks.embedded import load_embedded
+from nas_lightning.tasks.nbg import load_nbg
 from nas_lightning.tasks.official import load_official
 from nas_lightning.tasks.spec import TaskSpec
 from nas_lightning.tasks.task import Task
@@ -28,6 +29,8 @@ def load_tasks(spec: str | TaskSpec, official_path: str | None = None, csv_dir: 
         return [t for f in spec.files() for t in load_csv(f, spec.column, spec.direction)]
     if spec.kind == "nb201":
         return [load_embedded(spec.dataset, spec.metric)]
+    if spec.kind == "nbg":
+        return [load_nbg(spec.dataset, spec.metric)]
     return [load_official(spec.dataset, spec.metric, official_path)]
 
 

