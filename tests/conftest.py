@@ -89,6 +89,7 @@ class GuardedTask(Task):
         out._check, out.reads = check, 0
         out.__init__(name=t.name, direction=t.direction, archs=t.archs, table=t.table, seed_table=t.seed_table,
                      cost=t.cost, report_only=t.report_only, space=t.space)
+        out.__dict__["fingerprint"] = t.fingerprint  # the content hash, taken when the table was loaded
         return out
 
 

@@ -43,9 +43,9 @@ def _ops(key: str) -> tuple[str, ...]:
 
 
 def test_vocabulary_matches_the_project_space() -> None:
-    from nas_lightning.benchmarks import space
+    from nas_lightning.spaces import NB201
 
-    assert OPS == space.OPS and EDGES == space.EDGES
+    assert OPS == NB201.OPS and EDGES == NB201.EDGES
 
 
 @pytest.mark.parametrize(("table", "num_classes"), [("cifar10", 10), ("cifar100", 100)])
