@@ -78,7 +78,7 @@ def run_training_comparison(target: TrainingTarget, strategies: StrategyFactorie
     trained = sum(o.trained for o in oracles)
     asked = sorted({i for o in oracles for i in o.history()[0].tolist()})
     rows = [store.get(NB201.to_string(i), target.data.fingerprint, target.recipe.key, target.recipe.seed) for i in asked]
-    results.update({"store": str(path), "trainings_run": trained, "distinct_candidates": len(asked),
+    results.update({"store": str(path.resolve()), "trainings_run": trained, "distinct_candidates": len(asked),
                     "recipe": dataclasses.asdict(target.recipe) | {"key": target.recipe.key}, "dataset": target.data.describe(),
                     "dataset_fingerprint": target.data.fingerprint})
     ok = [r["val_acc"] for r in rows if r["status"] == "ok"]

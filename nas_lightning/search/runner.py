@@ -172,7 +172,7 @@ def format_table(results: dict[str, Any]) -> str:
     """A fixed-width table of the per-strategy summaries, one row per strategy."""
 
     def num(x: float | int | None, fmt: str) -> str:
-        return "-" if x is None else format(x, fmt)
+        return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
 
     first = "10" if "10" in next(iter(results["strategies"].values()), {}).get("regret_at", {}) else None
     head = f"{'strategy':<12} {'best_mean':>10} {'regret_mean':>12} {'hit_rate':>9} {'q_to_opt':>9} {'regret@10':>10}"
