@@ -59,14 +59,19 @@ def pretrained_for(ckpt: str | None, task: Task, device_name: str, steps: int, l
     return finetuned(module, steps, lr)
 
 
-def target_and_source(task: str, source: str | None, seeds: int, out: str | None,
-                      official_path: str | None) -> tuple[Task, Task | None]:
-    """The target task and the fixed transfer source of ``compare`` and ``rank``, after checking
-    the seeds and that ``--out`` is not a file (a folder is created when missing)."""
+def check_runs(seeds: int, out: str | None) -> None:
+    """Refuse fewer than one seed and an ``--out`` that is a file (a folder is created when missing)."""
     if seeds < 1:
         raise UserError(f"--seeds must be at least 1, got {seeds}")
     if out and Path(out).exists() and not Path(out).is_dir():
         raise UserError(f"--out {out!r} is a file; give a folder (it is created if missing)")
+
+
+def target_and_source(task: str, source: str | None, seeds: int, out: str | None,
+                      official_path: str | None) -> tuple[Task, Task | None]:
+    """The target task and the fixed transfer source of ``compare`` and ``rank``, after
+    :func:`check_runs`."""
+    check_runs(seeds, out)
     target = one_task(task, official_path)
     fixed = source_task(source, target.space.name, official_path)
     if fixed is not None and fixed.fingerprint == target.fingerprint:

@@ -9,8 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nas_lightning.commands.common import source_task
-from nas_lightning.errors import UserError
+from nas_lightning.commands.common import check_runs, source_task
 from nas_lightning.evaluation.datasets import ImageData
 from nas_lightning.evaluation.oracle import TrainingOracle, TrainingSpec, experiment_fingerprint
 from nas_lightning.evaluation.recipe import Recipe
@@ -46,10 +45,7 @@ class TrainingTarget:
 def training_target(task: str, recipe: Recipe, source: str | None, seeds: int, out: str | None,
                     official_path: str | None) -> tuple[TrainingTarget, Task | None]:
     """The training task ``task`` names (its data loaded and checked) and the fixed transfer source."""
-    if seeds < 1:
-        raise UserError(f"--seeds must be at least 1, got {seeds}")
-    if out and Path(out).exists() and not Path(out).is_dir():
-        raise UserError(f"--out {out!r} is a file; give a folder (it is created if missing)")
+    check_runs(seeds, out)
     spec = TrainingSpec.parse(task)
     data = spec.load(recipe.resolution if spec.dataset == "folder" else None)
     fixed = source_task(source, NB201.name, official_path)
