@@ -2,8 +2,9 @@
 
 Every test works on small copies of the device tables (the same 400 architectures of each, whole
 file names kept) in a temporary folder that ``--data.csv_dir`` points at, so the real config's
-relative specs and globs are what is tested. In that folder the held-out devices' files are
-corrupt: a run that read one would fail. Skipped when the data is absent.
+relative specs and globs are what is tested. The run leaves six devices out of training (as a
+fold of the cross-validation does) and in that folder their files are corrupt: a run that read one
+would fail. Skipped when the data is absent.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import yaml
 
 from nas_lightning.spaces import NB201
 from nas_lightning.tasks.load import load_tasks
+from nas_lightning.tasks.spec import TaskSpec
 from nas_lightning.errors import UserError
 from nas_lightning.models.checkpoint import load_predictor
 from nas_lightning.commands import main as search_main
@@ -30,7 +32,8 @@ from tests.conftest import tiny_run
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "nb201-device-latency"
 CONFIG = REPO / "configs" / "device_latency.yaml"
-HELD_OUT = ("titan_rtx_1", "2080ti_256", "gold_6240", "silver_4114", "pixel3", "samsung_s7")
+HELD_OUT = ("titan_rtx_1", "2080ti_256", "gold_6240", "silver_4114", "pixel3", "samsung_s7")  # by these tests
+PARAMS = "nb201/cifar10/params"
 ROWS = 400
 TINY = tiny_run({"trainer.max_epochs": 1, "data.meta_batch": 4, "data.support": 10, "data.query": 50, "data.val_query": 100},
                 tasks=False)
@@ -70,20 +73,27 @@ def trained(tables: Path, tmp_path_factory: pytest.TempPathFactory):
     """A tiny run of configs/device_latency.yaml on the copies (relative csv_dir, tmp cwd)."""
     root = tmp_path_factory.mktemp("device_run")
     (root / "tables").symlink_to(tables)
+    val = yaml.safe_load(CONFIG.read_text())["data"]["val_tasks"]
+    train = [f"csv:{p.name}" for p in sorted(DATA.glob("*.csv.gz"))
+             if p.name.removesuffix(".csv.gz") not in HELD_OUT and f"csv:{p.name}" not in val] + [PARAMS]
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
-        cli = build_cli(["--config", str(CONFIG), "--data.csv_dir", "tables", *TINY])
+        cli = build_cli(["--config", str(CONFIG), "--data.csv_dir", "tables", "--data.train_tasks",
+                         "[" + ",".join(train) + "]", *TINY])
         fit(cli)
     return root, cli, root / "runs" / "device_latency" / "checkpoints" / "last.ckpt"
 
 
-def test_config_names_no_held_out_device() -> None:
+def test_config_trains_on_every_shared_table() -> None:
+    """The shipped config: every shared device table trains but the one it selects models on."""
     data = yaml.safe_load(CONFIG.read_text())["data"]
-    specs = data["train_tasks"] + data["val_tasks"]
-    assert data["target_tasks"] == []
-    for device in HELD_OUT:
-        assert not any(device in s for s in specs), device
-    assert not set(data["train_tasks"]) & set(data["val_tasks"])
+    train = [TaskSpec.parse(s) for s in data["train_tasks"]]
+    (val,) = [TaskSpec.parse(s) for s in data["val_tasks"]]
+    assert data["target_tasks"] == [] and PARAMS in data["train_tasks"]
+    for table in sorted(DATA.glob("*.csv.gz")):
+        trained = sum(s.matches_file(table.name) for s in train if s.is_csv)
+        assert trained == (0 if val.matches_file(table.name) else 1), table.name
+    assert val.matches_file("titanx_32.csv.gz")
 
 
 def test_held_out_devices_never_reach_training(trained) -> None:
@@ -226,3 +236,31 @@ def test_predict_writes_the_whole_space_ranked(trained, tmp_path: Path, capsys) 
     assert sum(1 for r in body if r[3]) == 10
     with pytest.raises(UserError, match="task"):
         search_main(["predict", "--out", str(out), "--ckpt", str(ckpt)])
+
+
+def test_greedy_suggestion_is_nested_and_reads_only_training_tables(trained, capsys, monkeypatch) -> None:
+    root, _, ckpt = trained
+    monkeypatch.chdir(root)  # the checkpoint names its tables relative to where it was trained
+    five = _run_cli(["suggest", "--k", "5", "--ckpt", str(ckpt), "--method", "greedy"], capsys).splitlines()
+    three = _run_cli(["suggest", "--k", "3", "--ckpt", str(ckpt), "--method", "greedy"], capsys).splitlines()
+    assert len(set(five)) == 5 and five[:3] == three  # greedy picks are nested
+    assert set(five) <= _keep()  # cells every training table holds (the copies hold 400)
+    monkeypatch.chdir(root.parent)  # the tables no longer resolve: one line that says what to do
+    with pytest.raises(UserError, match="training tables"):
+        search_main(["suggest", "--k", "3", "--ckpt", str(ckpt), "--method", "greedy"])
+
+
+def test_blend_weight_is_chosen_on_the_support(trained, tables: Path) -> None:
+    from nas_lightning.search import blend
+    _, _, ckpt = trained
+    module = load_predictor(ckpt)
+    sources = load_tasks(f"csv:{tables}/1080ti_*.csv.gz")
+    target = load_tasks(f"csv:{tables}/titanx_1.csv.gz")[0]
+    support = target.archs[:10]
+    y = (target.lookup(support) * target.sign).double()
+    meta, transfer = blend.leave_one_out(module, sources, support, y, False)
+    assert meta.shape == transfer.shape == (10,) and bool(torch.isfinite(meta).all())
+    assert blend.choose_weight(meta, None, y) == 1.0
+    assert blend.choose_weight(y * 0 + torch.arange(10.0), y, y) == 0.5  # transfer ranks the support exactly
+    scores, w, name = blend.blended(module, sources, support, y, target.archs, False)
+    assert w in blend.WEIGHTS and scores.shape == (target.size,) and (name is None) == (w == 1.0)

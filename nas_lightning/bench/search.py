@@ -1,5 +1,6 @@
 """``search``: the results tables. Every strategy of ``search.py`` on the three NB201 datasets as
-held-out targets (each with its own checkpoint), and the few-shot device-latency ranking.
+held-out targets (each with its own checkpoint). The few-shot device-latency figures come from the
+leave-devices-out cross-validation, ``bench devices`` (the device config trains on every table).
 
 Checkpoints are ``<ckpt-dir>/runs/<run>/checkpoints/last.ckpt``, what ``python train.py
 --config configs/<run>.yaml`` writes; a missing one is trained first (timed).
@@ -16,14 +17,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from nas_lightning.bench import common
 from nas_lightning.bench.train import TINY_ARGS, timed_train
 from nas_lightning.search import STRATEGIES
 from nas_lightning.commands import main as search_main
 from nas_lightning.search.runner import regret_marks
-from nas_lightning.tasks.spec import TaskSpec
 
 log = logging.getLogger(__name__)
 # (dataset, target spec, run name / config, transfer source: the other dataset closest to it)
@@ -32,10 +31,6 @@ TARGETS = [
     ("cifar100", "nb201/cifar100/val_acc", "target_cifar100", "nb201/cifar10/val_acc"),
     ("cifar10", "nb201/cifar10/val_acc", "target_cifar10", "nb201/cifar100/val_acc"),
 ]
-DEVICE_RUN = "device_latency"
-DEVICE_DATA = common.ROOT.parent / "shared" / "data" / "nb201-device-latency"
-DEVICE_TARGET = 0.95  # the held-out devices' mean meta Spearman to reach
-DEVICE_METHODS = ("meta", "transfer", "params", "scratch")
 RANK_METHODS = ("meta", "pretrain", "transfer", "params", "scratch")
 
 
@@ -107,55 +102,6 @@ def _summary(results: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def device_means(dl: dict[str, Any]) -> dict[str, float]:
-    """Each method's Spearman averaged over the held-out devices (methods every device has)."""
-    rows = dl["devices"].values()
-    return {m: sum(r[m]["spearman_mean"] for r in rows) / len(rows)
-            for m in (*DEVICE_METHODS, "meta_suggested") if all(m in r for r in rows)}
-
-
-def device_target_met(dl: dict[str, Any] | None) -> bool | None:
-    """Whether the held-out devices' mean meta Spearman reaches the target and beats every baseline's mean."""
-    if not dl or not dl["devices"]:
-        return None
-    mean = device_means(dl)
-    return mean["meta"] >= DEVICE_TARGET and all(mean["meta"] > mean[m] for m in DEVICE_METHODS[1:] if m in mean)
-
-
-def held_out_devices(config: Path, data: Path) -> list[Path]:
-    """The latency tables the device config neither trains nor selects on."""
-    cfg = yaml.safe_load(config.read_text())["data"]
-    used = [TaskSpec.parse(s) for s in cfg.get("train_tasks", []) + cfg.get("val_tasks", [])]
-    return [p for p in sorted(data.glob("*.csv.gz")) if not any(spec.matches_file(p.name) for spec in used)]
-
-
-def devices(ckpt_dir: Path, out: Path, seeds: int, device: str, tiny: bool) -> dict[str, Any] | None:
-    """Few-shot latency ranking (K = 10) of every held-out device: meta, transfer, params, scratch."""
-    config = common.ROOT / "configs" / f"{DEVICE_RUN}.yaml"
-    if not config.is_file() or not DEVICE_DATA.is_dir():
-        log.warning("device-latency table skipped: %s or %s is missing", config, DEVICE_DATA)
-        return None
-    ckpt, training = checkpoint(DEVICE_RUN, ckpt_dir, tiny, ["--data.csv_dir", str(DEVICE_DATA.resolve())])
-    rows = {}
-    for table in held_out_devices(config, DEVICE_DATA)[: 1 if tiny else None]:
-        name = table.name.removesuffix(".csv.gz")
-        argv = ["rank", "--task", f"csv:{table}", "--ckpt", str(ckpt), "--support", "10", "--seeds", str(seeds),
-                "--out", str(out / f"rank_{name}"), "--device", device]
-        suggested = out / f"suggested_{name}.txt"  # what search.py suggest --k 10 --task csv:TABLE prints
-        with contextlib.redirect_stdout(io.StringIO()) as buf:
-            search_main(["suggest", "--k", "10", "--ckpt", str(ckpt), "--task", f"csv:{table}", "--device", device])
-        suggested.write_text(buf.getvalue())
-        with contextlib.chdir(ckpt_dir):  # the checkpoint's relative table paths are relative to where it was trained
-            r = _cli(argv)
-            fixed = _cli([*argv[: argv.index("--seeds")], "--seeds", "1", "--support_archs", str(suggested),
-                          "--out", str(out / f"rank_{name}_suggested")])
-        rows[name] = {m: {"spearman_mean": r[m]["spearman_mean"], "spearman_std": r[m]["spearman_std"],
-                          "kendall_mean": r[m]["kendall_mean"]} for m in DEVICE_METHODS if m in r}
-        rows[name]["meta_suggested"] = {"spearman_mean": fixed["meta"]["spearman_mean"], "spearman_std": 0.0,
-                                        "kendall_mean": fixed["meta"]["kendall_mean"], "support": suggested.read_text().split()}
-    return {"checkpoint": str(ckpt), "training": training, "support": 10, "draws": seeds, "devices": rows}
-
-
 def run(tiny: bool = False, device: str = "cpu", ckpt_dir: str | None = None, seeds: int | None = None,
         budget: int | None = None) -> dict[str, Any]:
     """The whole benchmark; returns the JSON-ready result."""
@@ -166,7 +112,6 @@ def run(tiny: bool = False, device: str = "cpu", ckpt_dir: str | None = None, se
         root = (Path(ckpt_dir) if ckpt_dir else (Path(tmp) if tiny else common.ROOT)).resolve()
         res["ckpt_dir"] = str(root)
         res["nb201"] = nb201(root, Path(tmp) / "out", seeds, budget, device, tiny)
-        res["device_latency"] = devices(root, Path(tmp) / "out", seeds, device, tiny)
     res["seconds"] = time.perf_counter() - start
     res["within_30_min"] = None if tiny else res["seconds"] < 1800
     return res
@@ -204,25 +149,7 @@ def markdown(res: dict[str, Any]) -> str:
                 "source table of the search above; commands: "
                 + "; ".join(f"`{r['command']}`" for r in ranked.values()), "",
                 common.table(["target", *methods], rows)]
-    out += ["", "### Few-shot device latency (K = 10)", ""]
-    dl = res.get("device_latency")
-    if not dl:
-        out.append("_Not measured here: `configs/device_latency.yaml` or `../shared/data/nb201-device-latency` was missing._")
-    else:
-        rows = [[dev, *[_sp(r.get(m)) for m in DEVICE_METHODS], _f(r.get("meta_suggested", {}).get("spearman_mean"))]
-                for dev, r in dl["devices"].items()]
-        mean = device_means(dl)
-        rows.append(["**mean**", *[f"**{_f(mean.get(m))}**" for m in (*DEVICE_METHODS, "meta_suggested")]])
-        out += [f"Spearman over all 15,625 architectures, mean ± std over {dl['draws']} support draws of 10; held-out devices "
-                "(never trained or selected on); transfer = the checkpoint's training table agreeing best with the support; "
-                "meta, suggested = the meta predictor adapted on the 10 architectures `search.py suggest --k 10` "
-                "picks (one fixed support, so no spread).", "",
-                common.table(["held-out device", *DEVICE_METHODS, "meta, suggested"], rows), "",
-                f"- target: mean meta Spearman >= {DEVICE_TARGET} and above transfer, params and scratch on average: "
-                f"{common.verdict(device_target_met(dl))}"]
     trained = [(d, r[k]) for d, r in res["nb201"].items() for k in ("training", "pretrain_training") if r.get(k)]
-    if dl and dl.get("training"):
-        trained.append((DEVICE_RUN, dl["training"]))
     if trained:
         out += ["", "Checkpoints trained by this run: " + "; ".join(
             f"`{t['train_command']}` {t['wall_s']:.0f} s, {t['peak_rss_mb']:.0f} MB" for _, t in trained)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from nas_lightning.commands.common import one_task, predictor_for
+from nas_lightning.search.ranking import csv_sources
 from nas_lightning.search.suggest import suggest_support
 
 
@@ -14,14 +15,16 @@ def suggest(ckpt: str, k: int = 10, task: str | None = None, method: str = "kcen
         ckpt: predictor checkpoint from train.py.
         k: how many architectures to suggest.
         task: restrict the suggestions to the architectures this table holds (its direction is used too).
-        method: how to pick: kcenter, kmeans or dopt.
+        method: how to pick: kcenter, kmeans, dopt (the prior's features) or greedy (the best support for
+            the checkpoint's own csv training tables; run from where train.py ran, so their paths resolve).
         official_path: the official NB201 file for nb201-official/... specs (else NB201_PATH).
         device: auto, cpu or cuda: where the predictor runs.
     """
     target = one_task(task, official_path) if task else None
     module = predictor_for(ckpt, target, device, "suggest")
+    tables = csv_sources(module.trained_on["tasks"])[0] if method == "greedy" else None
     chosen = suggest_support(module, k, None if target is None else target.archs,
-                             target is not None and target.direction == "max", method)
+                             target is not None and target.direction == "max", method, tables)
     for i in chosen.tolist():
         print(module.space.to_string(i))
     return 0

@@ -83,6 +83,25 @@ def score(module: MetaPredictor, support_archs: torch.Tensor, targets: torch.Ten
     return torch.cat([first, others])
 
 
+@torch.no_grad()
+def score_sets(module: MetaPredictor, supports: torch.Tensor, targets: torch.Tensor, candidates: torch.Tensor,
+               maximise: bool = True) -> torch.Tensor:
+    """Adapt once per row of ``supports [M, k]`` (values ``targets [M, k]``, higher is better) in one
+    batch and score ``candidates [C]`` with each: ``[M, C]`` in the units of ``targets`` (each row's
+    standardisation undone), so rows fitted on different sets are comparable."""
+    dev = module.codes.device
+    sup, y = supports.to(dev).long(), targets.to(dev).float()
+    mean, std = y.mean(-1, keepdim=True), y.std(-1, unbiased=False, keepdim=True)
+    std = torch.where(std > 1e-8, std, torch.ones_like(std))
+    ys = (y - mean) / std
+    flag = torch.full((len(sup),), bool(maximise), device=dev)
+    with torch.enable_grad():
+        fast, z = module.adapt(sup, ys, flag, meta_graph=False)
+    fast = {name: v.detach() for name, v in fast.items()}
+    out = forward_members(module, fast, None if z is None else z.detach(), candidates.to(dev).long())
+    return out * std + mean
+
+
 def forward_members(module: MetaPredictor, fast: maml.Params, z: torch.Tensor | None,
                     candidates: torch.Tensor) -> torch.Tensor:
     """Scores ``[M, C]`` of candidate indices under per-member parameters ``{name: [M, ...]}``.

@@ -3,7 +3,9 @@
 Baselines, side by side on the same support draws:
 ``scratch`` (the same network trained on the support only), ``params`` (rank by parameter
 count, oriented by the support), ``transfer`` (a source table as the ranking: a fixed one, or,
-per draw, the candidate table that agrees best with the support, see :func:`best_source`).
+per draw, the candidate table that agrees best with the support, see :func:`best_source`);
+``blend`` mixes meta and transfer with a weight chosen on the support alone (see
+:mod:`~nas_lightning.search.blend`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from nas_lightning.models import maml
 from nas_lightning.models.module import MetaPredictor
 from nas_lightning.models.predictors import PREDICTORS
 from nas_lightning.models.scoring import score, standardise
+from nas_lightning.search.blend import blended
 from nas_lightning.tasks.csvtable import load_csv
 from nas_lightning.tasks.oracle import TableOracle
 from nas_lightning.tasks.spec import TaskSpec
@@ -171,10 +174,12 @@ def rank_only(task: Task, module: MetaPredictor | None, support: int, seeds: int
 
     Returns:
         Per method: ``spearman_mean``, ``spearman_std``, ``kendall_mean``, ``kendall_std`` and
-        the per-draw values (``transfer`` also lists its ``sources``); plus the task, K, draws.
+        the per-draw values (``transfer`` also lists its ``sources``, ``blend`` its ``meta_weights``);
+        plus the task, K, draws.
     """
     scores: dict[str, list[tuple[float, float]]] = {}
     picked: list[str] = []
+    weights: list[float] = []
     draws = 1 if support_archs is not None else seeds
     for seed in range(draws):
         oracle = TableOracle(task, budget=support, seed=seed)
@@ -195,6 +200,10 @@ def rank_only(task: Task, module: MetaPredictor | None, support: int, seeds: int
             methods["pretrain"] = score(pretrained, chosen, targets, archs, oracle.direction == "max")[0].cpu()
         if params_table is not None:
             methods["params"] = _orient(params_table.lookup(archs).float(), pos, targets)
+        pool = [source] if source is not None else (sources or [])
+        if module is not None and pool and len(chosen) >= 3:
+            methods["blend"], w, _ = blended(module, pool, chosen, targets, archs, oracle.direction == "max")
+            weights.append(w)
         src = source if source is not None else best_source(sources or [], chosen, targets)[0]
         if src is not None:
             methods["transfer"] = _as_ranking(src, archs)
@@ -211,6 +220,8 @@ def rank_only(task: Task, module: MetaPredictor | None, support: int, seeds: int
         }
     if "transfer" in out:
         out["transfer"]["sources"] = picked
+    if "blend" in out:
+        out["blend"]["meta_weights"] = weights
     return out
 
 
