@@ -137,6 +137,7 @@ def test_bad_input_is_one_line(ckpt: Path, device: Task, tmp_path: Path, value, 
     assert "\n" not in str(err.value) and not out.exists()
 
 
+@pytest.mark.slow  # starts a process
 def test_bad_input_exits_2_with_one_line(device: Task, tmp_path: Path) -> None:
     mine = _csv(tmp_path / "my_device.csv", device, value=lambda i, v: -1 if i == 0 else v)
     proc = subprocess.run([sys.executable, str(REPO / "search.py"), "constrained", "--accuracy", ACC, "--latency",

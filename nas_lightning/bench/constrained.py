@@ -21,6 +21,7 @@ predictor without measuring the pick would give).
 from __future__ import annotations
 
 import argparse
+import inspect
 import logging
 import statistics
 import time
@@ -113,6 +114,7 @@ def evaluate(module: MetaPredictor | None, devices: list[Task], params: Task, ac
              first: int = 10, more: int = 10) -> dict[str, Any]:
     """Every device x limit x method: what the owner's cross-validation calls per fold (JSON-ready)."""
     return {"accuracy": accuracy.name, "first": first, "more": more, "seeds": list(seeds), "quantiles": list(QUANTILES),
+            "stop": inspect.signature(constrained_search).parameters["stop"].default,
             "devices": {_name(t): evaluate_device(module, t, params, accuracy, seeds, first, more) for t in devices}}
 
 
@@ -157,7 +159,9 @@ def markdown(res: dict[str, Any]) -> str:
         means.append([m, f"{statistics.fmean(r['satisfied'] for r in rows):.3f}", _fmt(statistics.fmean(gaps) if gaps else None, ".3f"),
                       _fmt(max(gaps) if gaps else None, ".2f"), f"{statistics.fmean(r['trusted_satisfied'] for r in rows):.3f}",
                       str(sum(r["no_pick"] for r in rows)), f"{statistics.fmean(r['measurements_mean'] for r in rows):.1f}"])
-    out = [f"Accuracy `{res['accuracy']}`; at most {res['first']} + {res['more']} latency measurements; "
+    out = [f"Accuracy `{res['accuracy']}`; at most {res['first']} + {res['more']} latency measurements (a search "
+           f"stops early only when no unmeasured architecture more accurate than its pick meets the limit with "
+           f"probability >= {res.get('stop')}); "
            f"{len(res['seeds'])} seeds per device and limit; limits at each device's 10th/25th/50th latency percentile. "
            "sat: share of picks that truly meet the limit (no pick counts as a miss); gap: mean accuracy points below "
            "the true constrained optimum (over the picks); meas: latency measurements used.", "",

@@ -85,7 +85,7 @@ def _write(prop: Proposal, path: Path, space, unit: str) -> None:
 
 
 def constrained(accuracy: str, latency: str, limit: str, ckpt: str | None = None, predictor: str = "meta",
-                ask: int = 5, show: int = 10, stop: float = 0.05, out: str | None = None,
+                ask: int = 5, show: int = 10, stop: float = 0.01, out: str | None = None,
                 official_path: str | None = None, device: str = "auto") -> int:
     """The most accurate architecture predicted to run under a latency limit on your device, from
     the latencies you measured so far; says which to measure next while it is unsure.

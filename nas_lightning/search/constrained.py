@@ -11,8 +11,8 @@ loops it: measure ``first``, then one at a time up to ``more``:
 * no measured architecture meets the limit yet: measure the most accurate one predicted to meet
   it (probability >= 0.5), or the likeliest to meet it when none is;
 * else: measure the one of highest ``P(meets the limit) x (accuracy - the pick's accuracy)``
-  (constrained expected improvement with a known objective); stop early ("sure") when no
-  unmeasured architecture more accurate than the pick has ``P >= stop``.
+  (constrained expected improvement with a known objective); "sure" when no unmeasured
+  architecture more accurate than the pick has ``P >= stop`` (the search then stops early).
 
 The pick is always a *measured* architecture that meets the limit, so it is named with its
 measured latency.
@@ -140,7 +140,7 @@ def _normal_cdf(z: torch.Tensor) -> torch.Tensor:
 
 
 def propose(model: LatencyModel, archs: torch.Tensor, latency: torch.Tensor, acc_archs: torch.Tensor,
-            acc_values: torch.Tensor, limit: float, ask: int = 1, stop: float = 0.05, show: int = 10) -> Proposal:
+            acc_values: torch.Tensor, limit: float, ask: int = 1, stop: float = 0.01, show: int = 10) -> Proposal:
     """One step: the pick so far, the predicted-feasible candidates and what to measure next.
 
     Args:
@@ -177,10 +177,10 @@ def propose(model: LatencyModel, archs: torch.Tensor, latency: torch.Tensor, acc
     feasible = torch.nonzero(mu <= math.log(limit)).reshape(-1)
     top = feasible[torch.argsort(vals[feasible], descending=True, stable=True)[:show]]
     fm = min(measured.items(), key=lambda kv: kv[1])
-    j = int(torch.argmin(mu))
+    fp = fm if not len(cand) else (int(cand[int(torch.argmin(mu))]), math.exp(float(mu.min())))
     return Proposal(limit, pick, measured, acc,
                     [(int(cand[i]), float(vals[i]), math.exp(float(mu[i])), float(p[i])) for i in top.tolist()],
-                    nxt, sure, sigma, fm, (int(cand[j]), math.exp(float(mu[j]))))
+                    nxt, sure, sigma, fm, fp)
 
 
 @dataclass
@@ -194,7 +194,7 @@ class SearchResult:
 
 def constrained_search(model: LatencyModel, accuracy: Oracle, latency: Oracle, limit: float, first: int = 10,
                        more: int = 10, generator: torch.Generator | None = None,
-                       first_archs: torch.Tensor | None = None, stop: float = 0.05) -> SearchResult:
+                       first_archs: torch.Tensor | None = None, stop: float = 0.0) -> SearchResult:
     """The most accurate architecture whose measured latency meets ``limit``, with at most
     ``first + more`` latency measurements (each through ``latency``, which counts them).
 
@@ -208,7 +208,9 @@ def constrained_search(model: LatencyModel, accuracy: Oracle, latency: Oracle, l
         more: further measurements, one at a time, each chosen by :func:`propose`.
         generator: draws the first architectures.
         first_archs: the first architectures (then ``first`` is their number).
-        stop: see :func:`propose`.
+        stop: see :func:`propose`; the default 0 spends the whole budget unless no unmeasured
+            architecture is more accurate than the pick (on four tuning devices, stopping at 0.05
+            saved about 3 of 20 measurements but raised the mean gap from 0.057 to 0.097 points).
     """
     acc_archs = accuracy.archs
     acc_values = (accuracy.query(acc_archs) * accuracy.sign).double()
