@@ -5,6 +5,7 @@
     python search.py rank     --task SPEC --ckpt CKPT --support 10 --seeds 20 --out DIR
     python search.py suggest  --ckpt CKPT --k 10 [--task SPEC]
     python search.py predict  --task csv:FILE --ckpt CKPT --out FILE.csv
+    python search.py constrained --accuracy nb201/cifar100/val_acc --latency csv:FILE --limit 20 --ckpt CKPT
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``search.py``: five subcommands, each with its own ``--help``, ``--config`` and ``--print_config``."""
+"""``search.py``: six subcommands, each with its own ``--help``, ``--config`` and ``--print_config``."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import pytest
 
 from nas_lightning.commands import COMMANDS, main, parser
 
-NAMES = ("tasks", "compare", "rank", "suggest", "predict")
+NAMES = ("tasks", "compare", "rank", "suggest", "predict", "constrained")
 
 
-def test_help_lists_the_five_subcommands(capsys: pytest.CaptureFixture) -> None:
+def test_help_lists_the_six_subcommands(capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as stop:
         main(["--help"])
     assert stop.value.code == 0

@@ -1,10 +1,11 @@
-"""The ``search.py`` command line: five subcommands on jsonargparse, one small module each.
+"""The ``search.py`` command line: six subcommands on jsonargparse, one small module each.
 
     python search.py tasks    [--task SPEC]
     python search.py compare  --task SPEC --strategy meta,rea,random --budget N --seeds S --ckpt CKPT --out DIR
     python search.py rank     --task SPEC --ckpt CKPT --support K --seeds S [--support_archs FILE] --out DIR
     python search.py suggest  --ckpt CKPT --k K [--task SPEC]
     python search.py predict  --task csv:FILE --ckpt CKPT --out FILE.csv
+    python search.py constrained --accuracy SPEC --latency csv:FILE --limit 20 --ckpt CKPT [--ask N] [--out FILE]
 
 Each subcommand takes ``--config FILE.yaml`` and ``--print_config`` as ``train.py`` does. Options
 are spelt with underscores (``--support_archs``); the dashed spelling (``--support-archs``) is
@@ -20,6 +21,7 @@ from typing import Any, Callable
 from jsonargparse import ActionConfigFile, ArgumentParser
 
 from nas_lightning.commands.compare import compare
+from nas_lightning.commands.constrained import constrained
 from nas_lightning.commands.predict import predict
 from nas_lightning.commands.rank import rank
 from nas_lightning.commands.suggest import suggest
@@ -27,7 +29,7 @@ from nas_lightning.commands.tasks import tasks
 from nas_lightning.errors import UserError
 
 COMMANDS: dict[str, Callable[..., int]] = {"tasks": tasks, "compare": compare, "rank": rank, "suggest": suggest,
-                                           "predict": predict}
+                                           "predict": predict, "constrained": constrained}
 
 
 class _Parser(ArgumentParser):

@@ -1,0 +1,159 @@
+"""``search.py constrained``: the most accurate architecture under a latency limit on your device."""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+from pathlib import Path
+
+import torch
+
+from nas_lightning.commands.common import one_task, params_table, predictor_for, seen_note
+from nas_lightning.errors import UserError
+from nas_lightning.files import atomic, write_json
+from nas_lightning.search.constrained import LatencyModel, Proposal, propose
+from nas_lightning.tasks.oracle import TableOracle
+from nas_lightning.tasks.task import Task
+
+UNITS = ("ms", "us", "s")
+SECONDS = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
+_LIMIT = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([a-zA-Zµ]*)\s*$")
+
+
+def table_unit(task: Task) -> str | None:
+    """The unit a latency column's name ends with (``latency_ms`` -> ``ms``), else ``None``."""
+    column = task.name.rpartition("#")[2]
+    tail = re.split(r"[_\-\s(\[]", column.lower().rstrip(")]"))[-1]
+    return tail if tail in UNITS and tail != column.lower() else None
+
+
+def parse_limit(text: str, unit: str | None, column: str) -> float:
+    """``--limit`` as a number in the table's unit (``20`` or ``20ms``)."""
+    m = _LIMIT.match(str(text))
+    if not m:
+        raise UserError(f"--limit {text!r} is not a number; give the limit in the table's unit, e.g. --limit 20"
+                        + (f" or --limit 20{unit}" if unit else ""))
+    value, given = float(m.group(1)), m.group(2).replace("µ", "u")
+    if given and given != unit:
+        if unit is None:
+            raise UserError(f"--limit {text!r} names a unit but the table's column {column!r} names none; "
+                            f"give the limit as a plain number in the table's unit, e.g. --limit {value:g}")
+        if given not in UNITS:
+            raise UserError(f"--limit {text!r}: unknown unit {given!r}; the table's column {column!r} is in {unit}, "
+                            f"give e.g. --limit {value:g}{unit}")
+        same = value * SECONDS[given] / SECONDS[unit]
+        raise UserError(f"--limit {text!r} is in {given!r} but the table's column {column!r} is in {unit}; "
+                        f"give the limit in {unit} (here --limit {same:g}{unit})")
+    if not value > 0 or not math.isfinite(value):
+        raise UserError(f"--limit must be a positive latency, got {text!r}")
+    return value
+
+
+def _latencies(task: Task) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every measured row of the latency table, checked positive (through a full-budget oracle)."""
+    if task.direction != "min":
+        raise UserError(f"--latency {task.name} is maximised; a latency is lower-better (drop @max)")
+    oracle = TableOracle(task, budget=task.size)
+    values = oracle.query(task.archs)
+    bad = torch.nonzero(values <= 0).reshape(-1)
+    if len(bad):
+        i = int(bad[0])
+        raise UserError(f"--latency {task.name}: architecture {task.space.to_string(int(task.archs[i]))} has latency "
+                        f"{float(values[i]):g}; latencies must be positive, fix or remove that row")
+    if task.size < 2:
+        raise UserError(f"--latency {task.name} holds {task.size} measured architecture; measure at least 2")
+    return task.archs, values
+
+
+def _write(prop: Proposal, path: Path, space, unit: str) -> None:
+    rows = ([("pick", prop.pick, prop.pick_accuracy, prop.pick_latency, 1.0)] if prop.pick is not None else [])
+    rows += [("candidate", a, acc, lat, p) for a, acc, lat, p in prop.candidates]
+    nxt = {a for a, *_ in prop.candidates}
+    rows += [("next", a, prop.accuracy[a], None, None) for a in prop.next if a not in nxt]
+    if path.suffix == ".json":
+        write_json({"limit": prop.limit, "unit": unit, "sure": prop.sure, "sigma_log": prop.sigma,
+                    "next": [space.to_string(a) for a in prop.next],
+                    "rows": [{"kind": k, "arch": space.to_string(a), "accuracy": acc, "latency": lat, "p_meets_limit": p}
+                             for k, a, acc, lat, p in rows]}, path, indent=2)
+        return
+    with atomic(path) as (tmp,), open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["kind", "arch", "accuracy", f"latency_{unit}", "p_meets_limit"])
+        for k, a, acc, lat, p in rows:
+            w.writerow([k, space.to_string(a), f"{acc:.6g}", "" if lat is None else f"{lat:.6g}", "" if p is None else f"{p:.3f}"])
+
+
+def constrained(accuracy: str, latency: str, limit: str, ckpt: str | None = None, predictor: str = "meta",
+                ask: int = 5, show: int = 10, stop: float = 0.01, out: str | None = None,
+                official_path: str | None = None, device: str = "auto") -> int:
+    """The most accurate architecture predicted to run under a latency limit on your device, from
+    the latencies you measured so far; says which to measure next while it is unsure.
+
+    Args:
+        accuracy: the accuracy table, e.g. nb201/cifar100/val_acc (or csv:FILE).
+        latency: your measured latencies so far, csv:my_device.csv (columns arch, latency_ms).
+        limit: the latency limit in the table's unit: 20, or 20ms for a latency_ms column.
+        ckpt: latency predictor checkpoint (python train.py --config configs/device_latency.yaml).
+        predictor: meta (the checkpoint, adapted on your measurements) or params (parameter count).
+        ask: how many architectures to propose for measuring next.
+        show: how many predicted-feasible candidates to list.
+        stop: sure when no unmeasured architecture more accurate than the pick meets the limit
+            with at least this probability.
+        out: write the pick, candidates and next measurements to this .csv or .json file.
+        official_path: the official NB201 file for nb201-official/... specs (else NB201_PATH).
+        device: auto, cpu or cuda: where the predictor runs.
+    """
+    if str(accuracy).startswith("train:"):
+        raise UserError(f"--accuracy {accuracy}: accuracy by real training is not supported by constrained yet; "
+                        "give an accuracy table (e.g. nb201/cifar100/val_acc or csv:FILE)")
+    if ask < 1 or show < 0 or not 0 < stop < 1:
+        raise UserError(f"--ask must be >= 1, --show >= 0 and --stop in (0, 1), got {ask}, {show} and {stop}")
+    if out and (Path(out).is_dir() or Path(out).suffix not in (".csv", ".json")):
+        raise UserError(f"--out {out!r} must be a .csv or .json file name")
+    lat_task = one_task(latency, official_path, "--latency")
+    unit = table_unit(lat_task)
+    column = lat_task.name.rpartition("#")[2]
+    bound = parse_limit(limit, unit, column)
+    archs, values = _latencies(lat_task)
+    acc_task = one_task(accuracy, official_path, "--accuracy")
+    if acc_task.space != lat_task.space:
+        raise UserError(f"--accuracy {accuracy} is a task of space {acc_task.space.name!r}, --latency of "
+                        f"{lat_task.space.name!r}; give both for the same search space")
+    acc_oracle = TableOracle(acc_task)
+    acc_values = (acc_oracle.query(acc_task.archs) * acc_oracle.sign).double()
+    if predictor == "meta":
+        module = predictor_for(ckpt, lat_task, device, "constrained --predictor meta")
+        seen_note(module, lat_task)
+        model = LatencyModel("meta", module=module)
+    elif predictor == "params":
+        table = params_table(lat_task)
+        if table is None:
+            raise UserError(f"--predictor params: no parameter-count table for search space {lat_task.space.name}; use meta")
+        model = LatencyModel("params", params=table)
+    else:
+        raise UserError(f"unknown --predictor {predictor!r}; choose meta or params")
+    prop = propose(model, archs, values, acc_task.archs, acc_values, bound, ask, stop, show)
+    space, u = lat_task.space, f" {unit}" if unit else ""
+    if prop.pick is None and not prop.reachable:
+        fm, fp = prop.fastest_measured, prop.fastest_predicted
+        raise UserError(f"no architecture meets --limit {bound:g}{u}: the fastest measured is {fm[1]:.4g}{u} "
+                        f"({space.to_string(fm[0])}), the fastest predicted {fp[1]:.4g}{u}; raise the limit")
+    n_ok = sum(v <= bound for v in prop.measured.values())
+    if prop.pick is None:
+        print(f"no pick yet: none of the {len(archs)} measured architectures meets {bound:g}{u}")
+    else:
+        print(f"pick: {space.to_string(prop.pick)}  accuracy {prop.pick_accuracy:.4g}  measured {prop.pick_latency:.4g}{u} "
+              f"({n_ok} of {len(archs)} measured meet {bound:g}{u})")
+    print(f"predicted to meet {bound:g}{u}, most accurate first (accuracy, predicted latency, P(meets)):")
+    for a, acc, lat, p in prop.candidates:
+        print(f"  {space.to_string(a)}  {acc:.4g}  {lat:.4g}{u}  {p:.2f}")
+    if prop.sure:
+        print(f"sure: no unmeasured architecture more accurate than the pick meets the limit with probability >= {stop:g}")
+    else:
+        print(f"measure these next ({len(prop.next)}), then run again with them added to {lat_task.name.split('#')[0]}:")
+        for a in prop.next:
+            print(space.to_string(a))
+    if out:
+        _write(prop, Path(out), space, unit or "value")
+    return 0
