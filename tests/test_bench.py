@@ -117,6 +117,14 @@ def test_devices_cross_validation(tmp_path: Path, shared_data_dir: Path) -> None
             assert {"meta", "transfer", "params", "scratch", "blend", "meta_greedy", "blend_kcenter"} <= set(row)
             assert all(math.isfinite(v) for v in row.values()) and row["blend_meta_weight"] in (0.5, 1.0)
     assert "greedy supports beat random draws" in devices_bench.markdown(res)
+    # the constrained search on every device with its fold's checkpoint (kept in OUT/devices_runs)
+    con = _run("constrained", tmp_path)
+    assert sorted(con["devices"]) == sorted(held) and con["folds"] == res["folds"]
+    for rows in con["devices"].values():
+        assert {r["method"] for r in rows} == {"meta", "random", "params"} and len(rows) == 9
+        assert all(0 <= r["satisfied"] <= 1 and r["measurements_mean"] <= 12 for r in rows)
+    cached = json.loads((tmp_path / "devices_runs" / "runs" / "cv_shipped_0" / "constrained.json").read_text())
+    assert cached["key"]["seeds"] == 1 and len(cached["key"]["ckpt_sha256"]) == 64
 
 
 def test_fold_validation_moves_when_held_out(tmp_path: Path) -> None:

@@ -8,8 +8,9 @@
     train    wall time and peak memory of the default python train.py
     devices  leave-devices-out cross-validation of the device-latency config (folds, variants,
              random vs designed supports, the meta/transfer blend)
+    constrained  search.py constrained on every device with its fold's checkpoint (after devices)
     report   assemble <out>/*.md into BENCHMARKS.md
-    all      maml, scoring, growth, train, search, devices, then report
+    all      maml, scoring, growth, train, search, devices, constrained, then report
 
 Each prints its table and writes ``<out>/<what>.json`` and ``<out>/<what>.md``.
 """
@@ -33,10 +34,11 @@ from nas_lightning.files import write_text
 
 NOTES = Path(__file__).with_name("notes.md")  # hand-written explanations, appended to BENCHMARKS.md as they are
 
-BENCHES = ("maml", "scoring", "growth", "train", "search", "devices")
+BENCHES = ("maml", "scoring", "growth", "train", "search", "devices", "constrained")
 TITLES = {"maml": "Meta-training throughput: batched meta-step vs per-task loop", "scoring": "Scoring the whole space",
           "growth": "Growth", "train": "Default training run", "search": "Search results",
-          "devices": "Device latency: leave-devices-out cross-validation"}
+          "devices": "Device latency: leave-devices-out cross-validation",
+          "constrained": "Device latency: the most accurate network under a latency limit (cross-validated)"}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -50,9 +52,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--ckpt", help="scoring/growth: time this checkpoint instead of a fresh default predictor")
     p.add_argument("--ckpt-dir", help="search: folder holding runs/<run>/checkpoints/last.ckpt, trained there when missing "
                                       "(default: --out)")
-    p.add_argument("--seeds", type=int, help="search: seeds per strategy (default 20)")
+    p.add_argument("--seeds", type=int, help="search: seeds per strategy (default 20); constrained: per device and limit (default 5)")
     p.add_argument("--folds", type=int, help="devices: folds of the device tables (default 7)")
-    p.add_argument("--workdir", help="devices: keep each fold's run (checkpoints) in this folder (default: a temporary one)")
+    p.add_argument("--workdir", help="devices: keep each fold's run (checkpoints) in this folder; constrained: read them "
+                   "from it (default OUT/devices_runs)")
     p.add_argument("--variants", nargs="+", help="devices: which variants to run (default all: shipped, "
                    "'inner_steps=1', 'no params table')")
     p.add_argument("--draws", type=int, help="devices: support draws per device and K (default 10)")
@@ -62,6 +65,11 @@ def parser() -> argparse.ArgumentParser:
 
 def _device(name: str) -> str:
     return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
+
+
+def _workdir(args: argparse.Namespace) -> str:
+    """Where ``devices`` keeps each fold's run and ``constrained`` finds their checkpoints."""
+    return args.workdir or str(Path(args.out) / "devices_runs")
 
 
 def run_one(what: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -86,7 +94,12 @@ def run_one(what: str, args: argparse.Namespace) -> dict[str, Any]:
     if what == "devices":
         from nas_lightning.bench import devices as mod
 
-        return mod.run(args.tiny, dev, args.folds, args.draws, workdir=args.workdir, variants=args.variants)
+        return mod.run(args.tiny, dev, args.folds, args.draws, workdir=_workdir(args), variants=args.variants)
+    if what == "constrained":
+        from nas_lightning.bench import constrained as mod
+
+        return mod.cross_validated(_workdir(args), args.seeds or (1 if args.tiny else 5), args.folds or (2 if args.tiny else 7),
+                                   more=2 if args.tiny else 10, device=dev, tiny=args.tiny)
     from nas_lightning.bench import search as mod
 
     return mod.run(args.tiny, dev, args.ckpt_dir or (None if args.tiny else args.out), args.seeds)

@@ -21,7 +21,9 @@ predictor without measuring the pick would give).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import inspect
+import json
 import logging
 import statistics
 import time
@@ -31,7 +33,8 @@ from typing import Any
 import torch
 
 from nas_lightning.bench import common
-from nas_lightning.bench.search import DEVICE_DATA
+
+from nas_lightning.errors import UserError
 from nas_lightning.files import write_text
 from nas_lightning.models.checkpoint import load_predictor
 from nas_lightning.models.module import MetaPredictor
@@ -123,7 +126,7 @@ def _name(task: Task) -> str:
 
 
 def run(ckpt: str | None, devices: list[str], seeds: int = 10, accuracy: str = ACCURACY, first: int = 10,
-        more: int = 10, device: str = "cpu", data: Path = DEVICE_DATA) -> dict[str, Any]:
+        more: int = 10, device: str = "cpu", data: Path = common.DEVICE_DATA) -> dict[str, Any]:
     """The benchmark on any checkpoint: ``devices`` are names of tables in ``data`` (or csv paths)."""
     start = time.perf_counter()
     module = load_predictor(ckpt, device) if ckpt else None
@@ -133,6 +136,49 @@ def run(ckpt: str | None, devices: list[str], seeds: int = 10, accuracy: str = A
         res["checkpoint_trained_on"] = [d for d, t in zip(devices, tables) if t.fingerprint in module.trained_on["fingerprints"]
                                         or t.name in module.trained_on["tasks"]]
     res.update({"benchmark": "constrained", "ckpt": ckpt, "machine": common.machine(), "seconds": time.perf_counter() - start})
+    return res
+
+
+def cross_validated(workdir: str, seeds: int = 5, n_folds: int = 7, variant: str = "shipped", first: int = 10,
+                    more: int = 10, device: str = "cpu", only: list[int] | None = None, tiny: bool = False) -> dict[str, Any]:
+    """The benchmark in the device cross-validation: each fold's checkpoint (``bench devices
+    --workdir WORKDIR`` keeps them) on the devices that fold held out. A fold's figures are kept
+    beside its checkpoint (with the checkpoint's digest and the settings) and reused by a rerun.
+
+    Raises:
+        UserError: when a fold's checkpoint is missing.
+
+    ``only``: fold indices to run (default all); ``tiny``: the tiny cross-validation's four devices.
+    """
+    from nas_lightning.bench import devices as cv  # the folds, as the cross-validation dealt them
+
+    start = time.perf_counter()
+    train_side, val = cv.training_side(cv.CONFIG, common.DEVICE_DATA)
+    tables = sorted(train_side + ([val] if val else []), key=lambda p: p.name)[: 4 if tiny else None]
+    params, accuracy = load_embedded("cifar10", "params"), load_task(ACCURACY)
+    res: dict[str, Any] = {"devices": {}, "folds": []}
+    for i, held in enumerate(cv.folds(tables, n_folds)):
+        if only is not None and i not in only:
+            continue
+        run_dir = Path(workdir) / "runs" / f"cv_{variant.replace(' ', '_').replace('=', '')}_{i}"
+        ckpt = run_dir / "checkpoints" / "last.ckpt"
+        if not ckpt.is_file():
+            raise UserError(f"{ckpt} is missing: run python -m nas_lightning.bench devices --workdir {workdir} first")
+        key = {"ckpt_sha256": hashlib.sha256(ckpt.read_bytes()).hexdigest(), "seeds": seeds, "first": first, "more": more}
+        cache = run_dir / "constrained.json"
+        kept = json.loads(cache.read_text()) if cache.is_file() else None
+        if kept is None or kept.get("key") != key:
+            module = load_predictor(ckpt, device)
+            kept = {"key": key, "result": evaluate(module, [load_csv(str(p))[0] for p in held], params, accuracy,
+                                                    list(range(seeds)), first, more)}
+            common.write_json(kept, cache)
+        res["devices"].update(kept["result"]["devices"])
+        res["folds"].append([_name(load_csv(str(p))[0]) for p in held])
+        for k in ("accuracy", "first", "more", "seeds", "quantiles", "stop"):
+            res[k] = kept["result"][k]
+        log.info("constrained: fold %d/%d done", i + 1, n_folds)
+    res.update({"benchmark": "constrained", "workdir": str(workdir), "machine": common.machine(),
+                "seconds": time.perf_counter() - start})
     return res
 
 
@@ -168,6 +214,9 @@ def markdown(res: dict[str, Any]) -> str:
            common.table(head, body), "", "Over every device and limit:", "",
            common.table(["method", "satisfied", "gap mean", "gap max", "trusted prediction meets limit", "no pick",
                          "measurements"], means)]
+    if res.get("folds"):
+        out += ["", "Each device searched with the checkpoint of its cross-validation fold (trained without it): "
+                + "; ".join(", ".join(f) for f in res["folds"]) + "."]
     if res.get("checkpoint_trained_on"):
         out += ["", f"Not held out: the checkpoint trained or was selected on {', '.join(res['checkpoint_trained_on'])}."]
     if "seconds" in res:
@@ -183,7 +232,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seeds", type=int, default=10)
     p.add_argument("--first", type=int, default=10)
     p.add_argument("--more", type=int, default=10)
-    p.add_argument("--data", default=str(DEVICE_DATA), help="folder of the device tables")
+    p.add_argument("--data", default=str(common.DEVICE_DATA), help="folder of the device tables")
     p.add_argument("--out", default="bench_out", help="folder for constrained.json and constrained.md")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

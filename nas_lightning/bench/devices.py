@@ -33,7 +33,7 @@ from nas_lightning.tasks.spec import TaskSpec
 
 log = logging.getLogger(__name__)
 CONFIG = common.ROOT / "configs" / "device_latency.yaml"
-DEVICE_DATA = common.ROOT.parent / "shared" / "data" / "nb201-device-latency"
+DEVICE_DATA = common.DEVICE_DATA
 PARAMS = "nb201/cifar10/params"
 RANDOM_METHODS = ("meta", "transfer", "params", "scratch", "blend")  # on random support draws
 DESIGNS = ("greedy", "kcenter")  # designed supports, scored with meta and blend

@@ -10,7 +10,7 @@ from nas_lightning.errors import UserError
 from nas_lightning.files import write_json
 from nas_lightning.search.ranking import rank_only
 
-METHODS = ("meta", "pretrain", "transfer", "params", "scratch")
+METHODS = ("meta", "blend", "pretrain", "transfer", "params", "scratch")
 
 
 def rank(task: str, ckpt: str, support: int = 10, seeds: int = 10, source: str | None = None,
@@ -18,7 +18,8 @@ def rank(task: str, ckpt: str, support: int = 10, seeds: int = 10, source: str |
          finetune_steps: int = 20, finetune_lr: float = 0.03, official_path: str | None = None,
          device: str = "auto") -> int:
     """Adapt on K architectures of TASK per draw and rank all of it; report Spearman and Kendall for
-    the meta predictor beside scratch, params, transfer and (with --pretrained) pretrain.
+    the meta predictor beside scratch, params, transfer, blend (meta and transfer mixed by a weight
+    chosen on the K measurements) and (with --pretrained) pretrain.
 
     Args:
         task: the task to rank (a complete table).
