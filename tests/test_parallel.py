@@ -1,0 +1,77 @@
+"""The fixed-lag asynchronous search: one worker is exactly the sequential search; more workers are
+deterministic, never propose a running architecture, and keep budget and charge-once."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nas_lightning.search import STRATEGIES, make_strategy
+from nas_lightning.search.parallel import run_parallel
+from nas_lightning.tasks.oracle import TableOracle
+from tests.test_strategies import TableScorer, cifar10, cifar100, partial  # noqa: F401 (fixtures)
+
+NAMES = [n for n in STRATEGIES if n != "pretrain"]
+
+
+class Recording(TableOracle):
+    """A table oracle with submit / collect: checks that nothing running is submitted again and
+    that the budget counts what was submitted."""
+
+    def __init__(self, *a, **k) -> None:
+        super().__init__(*a, **k)
+        self.running: list[int] = []
+        self.peak = 0
+
+    def submit(self, arch: int) -> None:
+        assert arch not in self.running and not bool(self.seen(torch.tensor([arch]))[0])
+        assert self.budget is None or self.num_queries + len(self.running) < self.budget
+        self.running.append(arch)
+        self.peak = max(self.peak, len(self.running))
+
+    def collect(self, arch: int) -> float:
+        assert self.running[0] == arch  # the oldest first: proposal order
+        self.running.pop(0)
+        return float(self.query(arch)[0])
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("task_name", ["cifar10", "partial"])
+def test_one_worker_is_the_sequential_search(name: str, task_name: str, request, cifar100) -> None:
+    task = request.getfixturevalue(task_name)
+    for seed in (0, 1):
+        for rounds in ([30], [12, 18]):  # also continuing from a history
+            a, b = TableOracle(task, 30, seed=seed), TableOracle(task, 30, seed=seed)
+            ga, gb = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
+            sa, sb = make_strategy(name, source=cifar100, scorer=TableScorer(cifar100), batch=2 if seed else 1), \
+                make_strategy(name, source=cifar100, scorer=TableScorer(cifar100), batch=2 if seed else 1)
+            for n in rounds:
+                sa.run(a, n, ga)
+                run_parallel(sb, b, n, gb, workers=1)
+            assert a.history()[0].tolist() == b.history()[0].tolist()
+            assert torch.equal(a.history()[1], b.history()[1])
+            assert torch.equal(ga.get_state(), gb.get_state())
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_more_workers_are_deterministic_and_keep_the_rules(name: str, cifar10, cifar100) -> None:
+    runs = []
+    for _ in range(2):
+        oracle = Recording(cifar10, 25, seed=0)
+        run_parallel(make_strategy(name, source=cifar100, scorer=TableScorer(cifar100)), oracle, 40,
+                     torch.Generator().manual_seed(3), workers=3)
+        idx = oracle.history()[0].tolist()
+        assert oracle.num_queries == 25 == len(set(idx)) and not oracle.running
+        runs.append((idx, oracle.peak))
+    assert runs[0] == runs[1]
+    if name != "local":  # local search waits for whole neighbourhoods: it may run fewer at once
+        assert runs[0][1] == 3
+    sequential = TableOracle(cifar10, 25, seed=0)
+    make_strategy(name, source=cifar100, scorer=TableScorer(cifar100)).run(sequential, 25, torch.Generator().manual_seed(3))
+    if name in ("random", "transfer", "local"):  # they never act on a pending value: the same queries
+        assert sequential.history()[0].tolist() == runs[0][0]
+
+
+def test_workers_below_one_is_an_error(cifar10) -> None:
+    with pytest.raises(ValueError, match="workers"):
+        run_parallel(make_strategy("random"), TableOracle(cifar10, 3), 3, torch.Generator(), workers=0)
