@@ -7,7 +7,7 @@ from pathlib import Path
 from nas_lightning.commands.common import device as pick_device, pretrained_for, seen_note, target_and_source
 from nas_lightning.commands.training import run_training_comparison, training_target
 from nas_lightning.evaluation.oracle import is_training_spec
-from nas_lightning.evaluation.parallel import RaySettings
+from nas_lightning.evaluation.parallel import RaySettings, check_address
 from nas_lightning.evaluation.recipe import PRESETS, Recipe
 from nas_lightning.errors import UserError
 from nas_lightning.models.checkpoint import load_predictor
@@ -62,6 +62,8 @@ def compare(task: str, strategy: str = "meta,rea,random", budget: int = 100, see
         if workers is None:
             raise UserError("--ray-address needs --workers N (how many trainings run at once)")
         ray = RaySettings(workers, ray_address, trial_cpus, trial_gpus, max_retries)
+        if ray_address is not None:
+            check_address(ray_address)  # nothing listening: one line now, before any data is loaded
     if training:
         target, fixed_source = training_target(task, recipe, source, seeds, out, official_path)
     else:

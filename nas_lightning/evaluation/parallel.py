@@ -105,11 +105,13 @@ class RayPool:
                      _node_ip_address=host if host in ("127.0.0.1", "localhost") else None)
         try:
             have = ray.cluster_resources()
-            cpus, gpus = float(have.get("CPU", 0)), float(have.get("GPU", 0))
-            if cpus < settings.trial_cpus or gpus < settings.trial_gpus:
+            nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+            if not any(n.get("CPU", 0) >= settings.trial_cpus and n.get("GPU", 0) >= settings.trial_gpus for n in nodes):
+                most = max(nodes, key=lambda n: (n.get("CPU", 0), n.get("GPU", 0)), default={})
                 where = settings.address or "the local Ray instance"
-                raise UserError(f"{where} has {cpus:g} CPUs and {gpus:g} GPUs, fewer than one training asks for "
-                                f"({settings.trial_cpus:g} CPUs, {settings.trial_gpus:g} GPUs); lower --trial-cpus/--trial-gpus or add nodes")
+                raise UserError(f"no node of {where} has the resources of one training ({settings.trial_cpus:g} CPUs, "
+                                f"{settings.trial_gpus:g} GPUs; the largest has {most.get('CPU', 0):g} CPUs, {most.get('GPU', 0):g} GPUs): "
+                                f"lower --trial-cpus/--trial-gpus or add a larger node")
         except BaseException:
             ray.shutdown()
             raise
