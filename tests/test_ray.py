@@ -21,6 +21,8 @@ from nas_lightning.commands.compare import compare
 from nas_lightning.errors import UserError
 from nas_lightning.evaluation.parallel import RayPool, RaySettings
 from nas_lightning.evaluation.recipe import get_recipe
+from nas_lightning.training import build_cli, fit
+from tests.conftest import tiny_run
 from tests.test_training_oracle import TINY
 
 ray = pytest.importorskip("ray")
@@ -170,3 +172,22 @@ def test_a_bad_address_is_one_line(tmp_path: Path) -> None:
         compare(task="train:digits", strategy="random", budget=2, seeds=1, workers=1, ray_address="nowhere")
     with pytest.raises(UserError, match="train:"):
         compare(task="nb201/cifar10/val_acc", strategy="random", budget=2, seeds=1, workers=2)
+
+
+def test_the_epoch_end_search_trains_on_ray_and_logs_running_trainings(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.chdir(tmp_path)
+    args = tiny_run({"data.target_tasks": "[train:digits]", "search.feedback": True, "search.per_round": 2,
+                     "search.workers": 2, "trainer.logger": "CSVLogger", "trainer.logger.save_dir": str(tmp_path),
+                     **{f"data.recipe.{k}": v for k, v in TINY.items()}})
+    cli = build_cli(args + ["--trainer.max_epochs", "1"])
+    fit(cli)
+    assert not ray.is_initialized()  # the callback stopped its instance at the end of training
+    oracle = cli.datamodule.oracles["train:digits"]
+    with sqlite3.connect(tmp_path / "runs" / "default" / "trainings.sqlite") as conn:
+        rows = conn.execute("SELECT arch, node FROM results").fetchall()
+    assert oracle.num_queries == 2 and len(rows) == 2 and all(node for _, node in rows)
+    logged = (next(tmp_path.glob("**/metrics.csv"))).read_text().splitlines()
+    header = logged[0].split(",")
+    running = [float(r.split(",")[header.index("search/running")]) for r in logged[1:] if r.split(",")[header.index("search/running")]]
+    assert max(running) == 2 and running[-1] == 0  # both trainings ran at once, then none

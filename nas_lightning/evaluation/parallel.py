@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from nas_lightning.evaluation.datasets import ImageData
 from nas_lightning.evaluation.recipe import Recipe, train_candidate
 
 log = logging.getLogger(__name__)
+PROJECT = Path(__file__).resolve().parents[2]  # the folder holding the nas_lightning package
 LOST = "worker lost"  # the reason of a training whose worker died more often than retried
 
 
@@ -95,13 +97,16 @@ class RayPool:
         import ray
 
         self.settings = settings
+        # the workers import this project from where the driver does, whatever their working folder
+        path = os.pathsep.join(p for p in (str(PROJECT), os.environ.get("PYTHONPATH", "")) if p)
+        runtime_env = {"env_vars": {"PYTHONPATH": path}}
         if settings.address is None:
             cpus = max(1, math.ceil(settings.workers * settings.trial_cpus))
             ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False,
-                     logging_level=logging.WARNING, object_store_memory=256 * 1024**2)
+                     logging_level=logging.WARNING, object_store_memory=256 * 1024**2, runtime_env=runtime_env)
         else:
             host, _ = check_address(settings.address)
-            ray.init(address=settings.address, log_to_driver=False, logging_level=logging.WARNING,
+            ray.init(address=settings.address, log_to_driver=False, logging_level=logging.WARNING, runtime_env=runtime_env,
                      _node_ip_address=host if host in ("127.0.0.1", "localhost") else None)
         try:
             have = ray.cluster_resources()

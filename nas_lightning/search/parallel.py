@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from typing import Callable
 
 import torch
 
@@ -28,7 +29,8 @@ from nas_lightning.tasks.oracle import Oracle
 log = logging.getLogger(__name__)
 
 
-def run_parallel(strategy: Strategy, oracle: Oracle, n_queries: int, generator: torch.Generator, workers: int) -> None:
+def run_parallel(strategy: Strategy, oracle: Oracle, n_queries: int, generator: torch.Generator, workers: int,
+                 on_progress: Callable[[int, int], None] | None = None) -> None:
     """Spend up to ``n_queries`` more distinct queries of ``oracle`` with at most ``workers`` pending.
 
     Args:
@@ -38,6 +40,7 @@ def run_parallel(strategy: Strategy, oracle: Oracle, n_queries: int, generator: 
         n_queries: how many new architectures to query at most (capped by the budget).
         generator: the only source of randomness.
         workers: trainings running at once (>= 1).
+        on_progress: called with (running, finished this call) after each submission and each result.
 
     Raises:
         ValueError: for ``workers`` below one.
@@ -62,12 +65,16 @@ def run_parallel(strategy: Strategy, oracle: Oracle, n_queries: int, generator: 
                         submit(arch)
                     pending.append(arch)
                     submitted += 1
+                    if on_progress is not None:
+                        on_progress(len(pending), submitted - len(pending))
                     continue
                 if not pending:
                     raise RuntimeError(f"strategy {strategy.name!r} proposed nothing with nothing pending")
             arch = pending.popleft()  # the oldest: results reach the strategy in proposal order
             value = collect(arch) if collect is not None else float(oracle.query(arch)[0])
             form.tell(arch, float(value) * oracle.sign)
+            if on_progress is not None:
+                on_progress(len(pending), submitted - len(pending))
     finally:
         cancel = getattr(oracle, "cancel_pending", None)
         if cancel is not None and pending:  # an error or interrupt: nothing stays charged half-way
