@@ -75,3 +75,46 @@ def test_more_workers_are_deterministic_and_keep_the_rules(name: str, cifar10, c
 def test_workers_below_one_is_an_error(cifar10) -> None:
     with pytest.raises(ValueError, match="workers"):
         run_parallel(make_strategy("random"), TableOracle(cifar10, 3), 3, torch.Generator(), workers=0)
+
+
+def test_the_training_oracle_charges_at_submission(tmp_path, monkeypatch) -> None:
+    """submit charges (the budget counts what runs), nothing is submitted twice, results enter the
+    history when collected, and the store gets each training once (here without Ray: a fake training)."""
+    from nas_lightning.evaluation import oracle as oracle_module
+    from nas_lightning.evaluation.datasets import load_digits_data
+    from nas_lightning.evaluation.recipe import get_recipe
+    from nas_lightning.evaluation.store import ResultStore
+    from nas_lightning.tasks.oracle import BudgetExhausted
+
+    calls = []
+    monkeypatch.setattr(oracle_module, "train_candidate", lambda ops, *a, **k: calls.append(ops) or
+                        {"status": "ok", "val_acc": float(len(calls)), "test_acc": 1.0, "params": 0.1, "seconds": 0.5})
+    with ResultStore(tmp_path / "r.sqlite") as store:
+        oracle = oracle_module.TrainingOracle(load_digits_data(), get_recipe("cpu"), store, budget=2)
+        oracle.submit(7)
+        with pytest.raises(ValueError, match="already submitted"):
+            oracle.submit(7)
+        oracle.submit(9)
+        assert oracle.remaining == 0 and oracle.num_queries == 0
+        with pytest.raises(BudgetExhausted):
+            oracle.submit(11)
+        assert [oracle.collect(7), oracle.collect(9)] == [1.0, 2.0] and oracle.history()[0].tolist() == [7, 9]
+        assert len(calls) == len(store) == 2 and oracle.cost == 1.0 and store.rows()[0]["node"] == ""
+
+
+def test_a_version_1_store_gains_the_node_column(tmp_path) -> None:
+    import sqlite3
+
+    from nas_lightning.evaluation.store import ResultStore
+
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE results (id INTEGER PRIMARY KEY, arch TEXT NOT NULL, dataset TEXT NOT NULL, recipe TEXT NOT NULL, "
+                     "seed INTEGER NOT NULL, val_acc REAL, test_acc REAL, params REAL, seconds REAL, status TEXT NOT NULL, "
+                     "reason TEXT NOT NULL DEFAULT '', finished_at TEXT NOT NULL, UNIQUE (arch, dataset, recipe, seed))")
+        conn.execute("INSERT INTO results (arch, dataset, recipe, seed, val_acc, status, finished_at) VALUES ('a', 'd', 'r', 0, 90.0, 'ok', 'then')")
+        conn.execute("PRAGMA user_version = 1")
+    with ResultStore(path) as store:
+        assert store.get("a", "d", "r", 0)["node"] == "" and store.get("a", "d", "r", 0)["val_acc"] == 90.0
+        store.put("b", "d", "r", 0, {"status": "ok", "val_acc": 1.0, "node": "n1"})
+        assert [r["node"] for r in store.rows()] == ["", "n1"]

@@ -1,5 +1,8 @@
 """An embedded SQLite store of finished trainings, one row per (arch, dataset, recipe, seed).
 
+Each row also says which Ray node trained it (``node``; empty for a training in the driver's
+process). Only the driver writes: Ray workers send their results back to it.
+
 One file, WAL journal, ``synchronous=FULL``: each :meth:`ResultStore.put` is its own committed
 transaction, so a process killed at any moment (``kill -9``) loses nothing that was put before.
 A ``UNIQUE`` constraint keeps one row per key: a second ``ok`` result for a finished key is
