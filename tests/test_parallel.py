@@ -3,6 +3,8 @@ deterministic, never propose a running architecture, and keep budget and charge-
 
 from __future__ import annotations
 
+import zlib
+
 import pytest
 import torch
 
@@ -118,3 +120,61 @@ def test_a_version_1_store_gains_the_node_column(tmp_path) -> None:
         assert store.get("a", "d", "r", 0)["node"] == "" and store.get("a", "d", "r", 0)["val_acc"] == 90.0
         store.put("b", "d", "r", 0, {"status": "ok", "val_acc": 1.0, "node": "n1"})
         assert [r["node"] for r in store.rows()] == ["", "n1"]
+
+
+class FakePool:
+    """Stands in for a RayPool: trainings finish newest first (out of order), and the ``kill_at``-th
+    result never arrives (the driver is killed)."""
+
+    def __init__(self, kill_at: int | None = None) -> None:
+        self.refs: dict[int, dict] = {}
+        self.trained, self.kill_at = 0, kill_at
+
+    def submit(self, ops, data, recipe, log_dir, accelerator) -> int:
+        value = 50.0 + (zlib.crc32("|".join(ops).encode()) % 4000) / 100.0
+        self.refs[len(self.refs)] = {"status": "ok", "val_acc": value, "test_acc": value, "params": 0.1,
+                                     "seconds": 1.0, "node": "fake"}
+        return len(self.refs) - 1
+
+    def finished(self, refs: list, timeout=None) -> list:
+        return [max(refs)]
+
+    def result(self, ref: int, arch: str) -> dict:
+        self.trained += 1
+        if self.trained == self.kill_at:
+            raise KeyboardInterrupt("the driver was killed")
+        return self.refs[ref]
+
+    def cancel(self, refs: list) -> None:
+        pass
+
+
+def test_a_killed_driver_resumes_from_the_store(tmp_path) -> None:
+    """Results are stored as they finish (also out of order); the same command again proposes the
+    same cells, trains only what was not stored, and ends with the uninterrupted run's history."""
+    from nas_lightning.evaluation.datasets import load_digits_data
+    from nas_lightning.evaluation.oracle import TrainingOracle
+    from nas_lightning.evaluation.recipe import get_recipe
+    from nas_lightning.evaluation.store import ResultStore
+    from nas_lightning.search.strategies import RegularizedEvolution
+
+    data, recipe = load_digits_data(), get_recipe("cpu")
+
+    def run(path, pool):
+        with ResultStore(path) as store:
+            oracle = TrainingOracle(data, recipe, store, budget=8, pool=pool)
+            try:
+                run_parallel(RegularizedEvolution(population=3, sample_size=2), oracle, 8, torch.Generator().manual_seed(0), workers=3)
+            finally:
+                rows = store.rows()
+        return oracle.history()[0].tolist(), rows
+
+    straight, _ = run(tmp_path / "a.sqlite", FakePool())
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "b.sqlite", FakePool(kill_at=5))
+    with ResultStore(tmp_path / "b.sqlite") as store:
+        assert len(store) == 4  # every result that reached the driver before the kill
+    again = FakePool()
+    resumed, rows = run(tmp_path / "b.sqlite", again)
+    assert resumed == straight and again.trained == 8 - 4
+    assert len(rows) == len({r["arch"] for r in rows}) == 8 and {r["node"] for r in rows} == {"fake"}
