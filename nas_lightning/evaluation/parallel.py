@@ -107,7 +107,7 @@ class RayPool:
         else:
             host, _ = check_address(settings.address)
             ray.init(address=settings.address, log_to_driver=False, logging_level=logging.WARNING, runtime_env=runtime_env,
-                     _node_ip_address=host if host in ("127.0.0.1", "localhost") else None)
+                     _node_ip_address="127.0.0.1" if host in ("127.0.0.1", "localhost") else None)
         try:
             have = ray.cluster_resources()
             nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
