@@ -141,12 +141,15 @@ def _stop(proc: subprocess.Popen) -> None:
 
 def test_a_two_node_cluster_joined_by_address_trains_on_both_nodes(tmp_path: Path, monkeypatch) -> None:
     port = _free_port()
+    # the nodes and this driver authenticate with the user's token (~/.ray/auth_token), made here if
+    # missing as a local ray.init() would make it
+    subprocess.run([RAY, "get-auth-token", "--generate"], env=_env(), check=True, capture_output=True, timeout=120)
     nodes = []
     try:
         nodes.append(_node("--head", f"--port={port}", "--include-dashboard=false"))
         nodes.append(_node(f"--address=127.0.0.1:{port}"))
         address = f"127.0.0.1:{port}"
-        monkeypatch.setenv("RAY_AUTH_MODE", "token")
+        monkeypatch.delenv("RAY_AUTH_MODE", raising=False)  # this process finds the token file by itself
         with pytest.raises(UserError, match="has the resources of one training") as small:  # 2 CPUs, but 1 per node
             RayPool(RaySettings(1, address, trial_cpus=2))
         assert "\n" not in str(small.value) and not ray.is_initialized()

@@ -86,6 +86,16 @@ def train_on_worker(ops: tuple[str, ...], data: ImageData, recipe: Recipe, log_d
     return result
 
 
+def _use_token_if_available() -> None:
+    """Authenticate to a cluster with the user's Ray token (``~/.ray/auth_token``, ``RAY_AUTH_TOKEN``...)
+    when ``RAY_AUTH_MODE`` is unset, as ``ray start --address`` does (Ray's own helper; pinned Ray)."""
+    try:
+        from ray._private.authentication.authentication_token_setup import maybe_enable_token_auth_if_token_available
+    except ImportError:  # another Ray version: RAY_AUTH_MODE=token in the environment does the same
+        return
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+
+
 class RayPool:
     """A Ray instance for one command: start (or join) on creation, :meth:`close` at the end.
 
@@ -106,6 +116,7 @@ class RayPool:
                      logging_level=logging.WARNING, object_store_memory=256 * 1024**2, runtime_env=runtime_env)
         else:
             host, _ = check_address(settings.address)
+            _use_token_if_available()
             ray.init(address=settings.address, log_to_driver=False, logging_level=logging.WARNING, runtime_env=runtime_env,
                      _node_ip_address="127.0.0.1" if host in ("127.0.0.1", "localhost") else None)
         try:
