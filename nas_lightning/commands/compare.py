@@ -7,6 +7,7 @@ from pathlib import Path
 from nas_lightning.commands.common import device as pick_device, pretrained_for, seen_note, target_and_source
 from nas_lightning.commands.training import run_training_comparison, training_target
 from nas_lightning.evaluation.oracle import is_training_spec
+from nas_lightning.evaluation.parallel import RaySettings, check_address
 from nas_lightning.evaluation.recipe import PRESETS, Recipe
 from nas_lightning.errors import UserError
 from nas_lightning.models.checkpoint import load_predictor
@@ -19,7 +20,9 @@ def compare(task: str, strategy: str = "meta,rea,random", budget: int = 100, see
             ckpt: str | None = None, source: str | None = None, noisy: bool = False, out: str | None = None,
             meta_batch: int = 1, meta_members: int = 8, meta_beta: float = 0.5, pretrained: str | None = None,
             finetune_steps: int = 20, finetune_lr: float = 0.03, recipe: Recipe = PRESETS["cpu"],
-            store: str | None = None, official_path: str | None = None, device: str = "auto") -> int:
+            store: str | None = None, official_path: str | None = None, device: str = "auto",
+            workers: int | None = None, ray_address: str | None = None, trial_cpus: float = 1.0,
+            trial_gpus: float = 0.0, max_retries: int = 2) -> int:
     """Search TASK with each strategy, once per seed with a fresh oracle; print the table and
     write results.json and regret.png (best_so_far.png for a train: task).
 
@@ -43,8 +46,24 @@ def compare(task: str, strategy: str = "meta,rea,random", budget: int = 100, see
             of a killed search reuses it, and strategies share it.
         official_path: the official NB201 file for nb201-official/... specs (else NB201_PATH).
         device: auto, cpu or cuda: where the predictor runs.
+        workers: train:... tasks: trainings at once on Ray (a local instance started and stopped by this
+            command, or the cluster at --ray-address); the strategies propose asynchronously with a fixed
+            lag (same seed and workers, same result). Unset: one at a time in this process.
+        ray_address: train:... tasks: host:port of a Ray cluster started with `ray start --head` to join.
+        trial_cpus: CPUs per training on Ray.
+        trial_gpus: GPUs per training on Ray (a fraction such as 0.25 lets several trainings share a card).
+        max_retries: retries of a training whose Ray worker or node was lost (then it counts as failed).
     """
     training = is_training_spec(task)
+    ray = None
+    if workers is not None or ray_address is not None:
+        if not training:
+            raise UserError("--workers and --ray-address train candidates on Ray: use them with a train:... task")
+        if workers is None:
+            raise UserError("--ray-address needs --workers N (how many trainings run at once)")
+        ray = RaySettings(workers, ray_address, trial_cpus, trial_gpus, max_retries)
+        if ray_address is not None:
+            check_address(ray_address)  # nothing listening: one line now, before any data is loaded
     if training:
         target, fixed_source = training_target(task, recipe, source, seeds, out, official_path)
     else:
@@ -68,7 +87,7 @@ def compare(task: str, strategy: str = "meta,rea,random", budget: int = 100, see
         else:
             factories[name] = lambda n=name: make_strategy(n, source=fixed_source)
     if training:  # the store opens only now: bad input never leaves a database behind
-        results = run_training_comparison(target, factories, budget, seeds, store, out)
+        results = run_training_comparison(target, factories, budget, seeds, store, out, ray)
     else:
         results = run_comparison(target, factories, budget, seeds, noisy=noisy)
     if module is not None:

@@ -25,10 +25,11 @@ import torch
 from nas_lightning.errors import UserError
 from nas_lightning.evaluation.datasets import ImageData
 from nas_lightning.evaluation.sources import DATASET_NAMES, load_dataset
+from nas_lightning.evaluation.parallel import LOST
 from nas_lightning.evaluation.recipe import Recipe, train_candidate
 from nas_lightning.evaluation.store import ResultStore
 from nas_lightning.spaces import NB201
-from nas_lightning.tasks.oracle import Oracle
+from nas_lightning.tasks.oracle import BudgetExhausted, Oracle
 
 log = logging.getLogger(__name__)
 FAILED_VALUE = 0.0  # a failed training's charged answer: the worst accuracy
@@ -89,6 +90,11 @@ def is_training_spec(text: str) -> bool:
 class TrainingOracle(Oracle):
     """Counted, budgeted access to the validation accuracy of cells trained for real.
 
+    Trainings run in this process one at a time, or on a Ray cluster (``pool``): then
+    :meth:`submit` charges an architecture and starts its training at once, and :meth:`collect`
+    waits for it (writing every other training that finishes meanwhile to the store at once), so
+    several run together while the budget counts what was submitted, each charged once.
+
     Args:
         data: the dataset (train / val / test splits; search reads val only).
         recipe: how each candidate is trained (its ``seed`` is the training seed).
@@ -97,15 +103,18 @@ class TrainingOracle(Oracle):
         name: the task's name (default ``train:<dataset>``).
         log_dir: TensorBoard folder for each candidate's training curves (``None``: none).
         accelerator: Lightning's accelerator for the trainings (``auto``: a GPU when present).
+        progress: the progress bar's label (``None``: no bar).
+        pool: a :class:`~nas_lightning.evaluation.parallel.RayPool` to train on (``None``: in this process).
     """
 
     def __init__(self, data: ImageData, recipe: Recipe, store: ResultStore, budget: int | None = None,
                  name: str | None = None, log_dir: str | Path | None = None, accelerator: str = "auto",
-                 progress: str | None = None) -> None:
+                 progress: str | None = None, pool: Any = None) -> None:
         super().__init__(name or f"{PREFIX}{data.name}", NB201, "max", NB201.all_indices(), budget)
         self.data, self.recipe, self.store = data, recipe, store
-        self.log_dir, self.accelerator = log_dir, accelerator
+        self.log_dir, self.accelerator, self.pool = log_dir, accelerator, pool
         self.trained = 0  # trainings this oracle ran (the rest came from the store)
+        self._pending: dict[int, Any] = {}  # submitted, in order: a Ray reference, or the finished row
         self._progress_label, self._bar = progress, None
 
     @property
@@ -113,36 +122,107 @@ class TrainingOracle(Oracle):
         """The experiment's identity: dataset content, recipe and training seed."""
         return experiment_fingerprint(self.data, self.recipe)
 
+    @property
+    def remaining(self) -> int | None:
+        """Queries left: the budget less what was submitted (finished or running)."""
+        return None if self.budget is None else self.budget - self.num_queries - len(self._pending)
+
+    @property
+    def running(self) -> int:
+        """Trainings submitted and not finished."""
+        return sum(not isinstance(v, dict) for v in self._pending.values())
+
+    def _stored(self, index: int) -> dict[str, Any] | None:
+        return self.store.get(self.space.to_string(index), self.data.fingerprint, self.recipe.key, self.recipe.seed)
+
+    def _ops(self, index: int) -> tuple[str, ...]:
+        return tuple(self.space.OPS[o] for o in self.space.choices(index).tolist())
+
     def record(self, index: int) -> dict[str, Any]:
-        """The stored training of a cell, training it first if the store lacks it."""
-        arch = self.space.to_string(index)
-        row = self.store.get(arch, self.data.fingerprint, self.recipe.key, self.recipe.seed)
+        """The stored training of a cell, training it first (in this process) if the store lacks it."""
+        row = self._stored(index)
         if row is None:
-            ops = tuple(self.space.OPS[o] for o in self.space.choices(index).tolist())
             threads = torch.get_num_threads()
             torch.set_num_threads(1)  # these small networks train several times faster on one CPU thread
             try:
-                result = train_candidate(ops, self.data, self.recipe, self.log_dir, self.accelerator)
+                result = train_candidate(self._ops(index), self.data, self.recipe, self.log_dir, self.accelerator)
             finally:
                 torch.set_num_threads(threads)
-            self.store.put(arch, self.data.fingerprint, self.recipe.key, self.recipe.seed, result)
-            self.trained += 1
-            row = self.store.get(arch, self.data.fingerprint, self.recipe.key, self.recipe.seed)
+            row = self._keep(index, result)
         return row
+
+    def _keep(self, index: int, result: dict[str, Any]) -> dict[str, Any]:
+        """Write a finished training to the store (the driver alone writes) and return its row."""
+        if str(result.get("reason", "")).startswith(LOST):  # not a finished training: not stored
+            return {**result, "arch": self.space.to_string(index)}
+        self.store.put(self.space.to_string(index), self.data.fingerprint, self.recipe.key, self.recipe.seed, result)
+        self.trained += 1
+        return self._stored(index)
+
+    def submit(self, index: int) -> None:
+        """Charge a new architecture and start its training (a stored one is reused, not trained).
+
+        Raises:
+            ValueError: for an architecture already queried or running (charged once).
+            KeyError: for an architecture the task does not hold (nothing charged).
+            BudgetExhausted: when the budget is spent by what finished and what runs.
+        """
+        index = int(index)
+        if index in self._cache or index in self._pending:
+            raise ValueError(f"architecture {index} was already submitted to {self.name}")
+        if not (0 <= index < self.space.size and bool(self._allowed[index])):
+            raise KeyError(f"task {self.name} has no value for architecture {index}")
+        if self.remaining is not None and self.remaining < 1:
+            raise BudgetExhausted(f"oracle for {self.name}: budget of {self.budget} queries is spent")
+        self._start(index)
+        self._show()
+
+    def _start(self, index: int) -> None:
+        row = self._stored(index)
+        if row is None and self.pool is not None:
+            self._pending[index] = self.pool.submit(self._ops(index), self.data, self.recipe, self.log_dir, self.accelerator)
+        else:
+            self._pending[index] = row if row is not None else self.record(index)
+
+    def _finish(self, index: int) -> float:
+        """Wait for a submitted architecture (storing whatever finishes meanwhile); its value."""
+        while not isinstance(self._pending[index], dict):
+            running = {ref: i for i, ref in self._pending.items() if not isinstance(ref, dict)}
+            for ref in self.pool.finished(list(running)):
+                i = running[ref]
+                self._pending[i] = self._keep(i, self.pool.result(ref, self.space.to_string(i)))
+        row = self._pending.pop(index)
+        if row["status"] != "ok":
+            log.warning("training of %s failed (%s): charged as %.1f %%", row["arch"], row["reason"], FAILED_VALUE)
+        return float(row["val_acc"]) if row["status"] == "ok" else FAILED_VALUE
+
+    def collect(self, index: int) -> float:
+        """The value of a submitted architecture, waiting for its training; recorded in the history
+        (collect in submission order to keep the history in proposal order)."""
+        value = self._finish(int(index))
+        self._cache[int(index)] = value
+        self._order.append(int(index))
+        self._show(done=1, value=value)
+        return value
+
+    def cancel_pending(self) -> None:
+        """Drop every running training (uncharged); finished ones are already in the store."""
+        refs = [ref for ref in self._pending.values() if not isinstance(ref, dict)]
+        if refs and self.pool is not None:
+            self.pool.cancel(refs)
+        self._pending.clear()
 
     def _evaluate(self, indices: list[int]) -> list[float]:
         out = []
         for i in indices:
-            self._show(running=self.space.to_string(i))
-            row = self.record(i)
-            if row["status"] != "ok":
-                log.warning("training of %s failed (%s): charged as %.1f %%", row["arch"], row["reason"], FAILED_VALUE)
-            out.append(float(row["val_acc"]) if row["status"] == "ok" else FAILED_VALUE)
+            self._show(training=self.space.to_string(i))
+            self._start(i)
+            out.append(self._finish(i))
             self._show(done=1, value=out[-1])
         return out
 
-    def _show(self, done: int = 0, value: float | None = None, running: str | None = None) -> None:
-        """The progress bar over candidates: done / budget, best so far, the one training now."""
+    def _show(self, done: int = 0, value: float | None = None, training: str | None = None) -> None:
+        """The progress bar over candidates: finished / budget, best so far, what is training now."""
         if self._progress_label is None:
             return
         if self._bar is None:
@@ -153,14 +233,15 @@ class TrainingOracle(Oracle):
         if value is not None:
             self._best = value if self._best is None else max(self._best, value)
         self._bar.update(done)
-        self._bar.set_postfix_str(f"best {self._best if self._best is not None else float('nan'):.2f}"
-                                  + (f", training {running}" if running else ""), refresh=True)
+        now = f"training {training}" if training else f"running {self.running}"
+        self._bar.set_postfix_str(f"best {self._best if self._best is not None else float('nan'):.2f}, {now}", refresh=True)
         if self.budget is not None and self._bar.n >= self.budget:
             self._bar.close()
 
     def costs(self) -> list[float]:
-        """Seconds of training of each query, in query order (as stored, also when reused)."""
-        return [float(self.record(i)["seconds"] or 0.0) for i in self._order]
+        """Seconds of training of each query, in query order (as stored, also when reused; 0 if lost)."""
+        rows = [self._stored(i) for i in self._order]
+        return [float((r or {}).get("seconds") or 0.0) for r in rows]
 
     @property
     def cost(self) -> float:

@@ -1,5 +1,8 @@
 """An embedded SQLite store of finished trainings, one row per (arch, dataset, recipe, seed).
 
+Each row also says which Ray node trained it (``node``; empty for a training in the driver's
+process). Only the driver writes: Ray workers send their results back to it.
+
 One file, WAL journal, ``synchronous=FULL``: each :meth:`ResultStore.put` is its own committed
 transaction, so a process killed at any moment (``kill -9``) loses nothing that was put before.
 A ``UNIQUE`` constraint keeps one row per key: a second ``ok`` result for a finished key is
@@ -21,9 +24,9 @@ from nas_lightning.errors import UserError
 log = logging.getLogger(__name__)
 
 COLUMNS: tuple[str, ...] = (
-    "arch", "dataset", "recipe", "seed", "val_acc", "test_acc", "params", "seconds", "status", "reason", "finished_at",
+    "arch", "dataset", "recipe", "seed", "val_acc", "test_acc", "params", "seconds", "status", "reason", "finished_at", "node",
 )
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2  # 2: the Ray node a training ran on (version 1 files gain the column when opened)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
     id INTEGER PRIMARY KEY,
@@ -38,6 +41,7 @@ CREATE TABLE IF NOT EXISTS results (
     status TEXT NOT NULL CHECK (status IN ('ok', 'failed')),
     reason TEXT NOT NULL DEFAULT '',
     finished_at TEXT NOT NULL,
+    node TEXT NOT NULL DEFAULT '',
     UNIQUE (arch, dataset, recipe, seed)
 )
 """
@@ -66,10 +70,12 @@ class ResultStore:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=FULL")
             version = self._conn.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, _SCHEMA_VERSION):
+            if version not in (0, 1, _SCHEMA_VERSION):
                 raise UserError(f"result store {str(self.path)!r} has schema version {version}; this version reads {_SCHEMA_VERSION}: use a new file")
             with self._conn:
                 self._conn.execute(_SCHEMA)
+                if version == 1:
+                    self._conn.execute("ALTER TABLE results ADD COLUMN node TEXT NOT NULL DEFAULT ''")
                 self._conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
         except sqlite3.DatabaseError as err:
             raise UserError(f"result store {str(self.path)!r} is not a usable SQLite file ({err}); give a new path") from None
@@ -79,7 +85,8 @@ class ResultStore:
         """Record one finished training in its own committed transaction.
 
         ``result`` holds ``status`` ('ok'/'failed') and optionally ``val_acc``, ``test_acc``,
-        ``params``, ``seconds``, ``reason``, ``finished_at`` (default: now, UTC).
+        ``params``, ``seconds``, ``reason``, ``finished_at`` (default: now, UTC), ``node`` (the Ray
+        node that trained it; "" in this process).
         Returns whether the row was written (False: the key was already finished).
 
         Raises:
@@ -91,7 +98,7 @@ class ResultStore:
         row = (
             str(arch), str(dataset), str(recipe), int(seed),
             *(None if result.get(k) is None else float(result[k]) for k in ("val_acc", "test_acc", "params", "seconds")),
-            status, str(result.get("reason") or ""), str(result.get("finished_at") or _now()),
+            status, str(result.get("reason") or ""), str(result.get("finished_at") or _now()), str(result.get("node") or ""),
         )
         with self._conn:
             written = self._conn.execute(_INSERT, row).rowcount > 0

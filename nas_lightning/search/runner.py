@@ -20,6 +20,7 @@ import torch
 
 from nas_lightning.errors import UserError
 from nas_lightning.files import atomic, json_text
+from nas_lightning.search.parallel import run_parallel
 from nas_lightning.search.strategies import Strategy
 from nas_lightning.tasks.oracle import Oracle, TableOracle
 from nas_lightning.tasks.task import Task
@@ -117,7 +118,7 @@ def _summarize(per_seed: list[dict[str, Any]], budget: int, sign: float) -> dict
 
 
 def run_comparison(target: Task | OracleFactory, strategies: StrategyFactories, budget: int,
-                   seeds: list[int] | int, noisy: bool = False) -> dict[str, Any]:
+                   seeds: list[int] | int, noisy: bool = False, workers: int | None = None) -> dict[str, Any]:
     """Run every strategy on a target once per seed, each with a fresh oracle, and score the runs.
 
     Args:
@@ -128,6 +129,8 @@ def run_comparison(target: Task | OracleFactory, strategies: StrategyFactories, 
         seeds: the seeds, or how many (``0..n-1``).
         noisy: a table task's oracle answers one sampled training seed; scoring still uses the
             table means (ignored for an oracle factory).
+        workers: run each strategy in its asynchronous form with this many queries pending at once
+            (:func:`~nas_lightning.search.parallel.run_parallel`); ``None``: the sequential search.
 
     Returns:
         A JSON-ready dict: task, direction, optimum (``None`` without an evaluation-only view),
@@ -154,7 +157,10 @@ def run_comparison(target: Task | OracleFactory, strategies: StrategyFactories, 
         for seed in seed_list:
             oracle = make_oracle(seed)
             start = time.perf_counter()
-            factory().run(oracle, budget, torch.Generator().manual_seed(seed))
+            if workers is None:
+                factory().run(oracle, budget, torch.Generator().manual_seed(seed))
+            else:
+                run_parallel(factory(), oracle, budget, torch.Generator().manual_seed(seed), workers)
             per_seed.append(_score_seed(oracle, seed, time.perf_counter() - start))
         results["strategies"][name] = _summarize(per_seed, budget, probe.sign)
         log.info("%s on %s: mean regret %s", name, probe.name, results["strategies"][name]["regret_mean"])

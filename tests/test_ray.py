@@ -1,0 +1,196 @@
+"""Trainings on Ray: two workers on a local instance give the sequential results, a worker killed
+mid-training costs a retry and not the search, a two-node cluster joined by its address trains on
+both nodes, and a bad address or a cluster too small for one training is a one-line error."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from nas_lightning.commands.compare import compare
+from nas_lightning.errors import UserError
+from nas_lightning.evaluation.parallel import RayPool, RaySettings
+from nas_lightning.evaluation.recipe import get_recipe
+from nas_lightning.training import build_cli, fit
+from tests.conftest import tiny_run
+from tests.test_training_oracle import TINY
+
+ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.slow  # starts Ray and trains
+
+REPO = Path(__file__).resolve().parents[1]
+RAY = str(Path(sys.executable).parent / "ray")
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    return {**env, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "RAY_AUTH_MODE": "token"}
+
+
+def _comparable(results: dict) -> dict:
+    for s in results["strategies"].values():
+        s.pop("seconds_mean"), s.pop("cost_mean")
+        for seed in s["per_seed"]:
+            seed.pop("seconds"), seed.pop("cost"), seed.pop("cost_so_far")
+    return results["strategies"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _descendants(root: int) -> list[int]:
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            parents[int(stat.parent.name)] = int(fields[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    found, frontier = [], [root]
+    while frontier:
+        p = frontier.pop()
+        kids = [c for c, pp in parents.items() if pp == p]
+        found += kids
+        frontier += kids
+    return found
+
+
+def _training_worker(root: int) -> int | None:
+    for pid in _descendants(root):
+        try:
+            if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::train_on_worker"):
+                return pid
+        except OSError:
+            continue
+    return None
+
+
+def _kill_one_training(killed: list[int], stop: threading.Event) -> None:
+    """Kill -9 the first Ray worker of this process seen training a candidate."""
+    while not stop.is_set() and not killed:
+        victim = _training_worker(os.getpid())
+        if victim is not None:
+            os.kill(victim, signal.SIGKILL)
+            killed.append(victim)
+        time.sleep(0.02)
+
+
+def test_two_local_workers_survive_a_killed_worker_and_give_the_sequential_results(tmp_path: Path, monkeypatch) -> None:
+    """One local instance for both checks (starting Ray costs seconds): a worker killed mid-training
+    costs that candidate a retry, never the search, and the results equal one-at-a-time training here."""
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    args = dict(task="train:digits", strategy="random", budget=4, seeds=1, recipe=get_recipe("cpu", **TINY))
+    killed: list[int] = []
+    stop = threading.Event()
+    killer = threading.Thread(target=_kill_one_training, args=(killed, stop))
+    killer.start()
+    try:
+        assert compare(**args, out=str(tmp_path / "ray"), workers=2) == 0
+    finally:
+        stop.set()
+        killer.join()
+    assert killed and not ray.is_initialized()  # a worker died mid-training; the command stopped its instance
+    with sqlite3.connect(tmp_path / "ray" / "trainings.sqlite") as conn:
+        rows = conn.execute("SELECT arch, dataset, recipe, seed, status FROM results").fetchall()
+    on_ray = json.loads((tmp_path / "ray" / "results.json").read_text())
+    assert len(rows) == len({r[:4] for r in rows}) == on_ray["distinct_candidates"] == on_ray["trainings_run"] == 4
+    assert all(r[4] == "ok" for r in rows)  # the killed training was retried, not charged as failed
+    assert compare(**args, out=str(tmp_path / "here")) == 0  # one at a time in this process, a new store
+    here = json.loads((tmp_path / "here" / "results.json").read_text())
+    assert on_ray["ray"]["workers"] == 2 and len(on_ray["ray"]["nodes"]) == 1 and here["ray"] is None
+    assert _comparable(on_ray) == _comparable(here)  # a deterministic recipe: the same values, wherever trained
+
+
+def _node(*args: str) -> subprocess.Popen:
+    """``ray start ... --block`` in its own process group; returns once the node runs."""
+    proc = subprocess.Popen([RAY, "start", *args, "--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats", "--block"],
+                            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if "Ray runtime started" in line:
+            return proc
+    raise AssertionError("ray start failed: " + "".join(lines[-20:]))
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    for sig, wait in ((signal.SIGTERM, 3), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def test_a_two_node_cluster_joined_by_address_trains_on_both_nodes(tmp_path: Path, monkeypatch) -> None:
+    port = _free_port()
+    # the nodes and this driver authenticate with the user's token (~/.ray/auth_token), made here if
+    # missing as a local ray.init() would make it
+    subprocess.run([RAY, "get-auth-token", "--generate"], env=_env(), check=True, capture_output=True, timeout=120)
+    nodes = []
+    try:
+        nodes.append(_node("--head", f"--port={port}", "--include-dashboard=false"))
+        nodes.append(_node(f"--address=127.0.0.1:{port}"))
+        address = f"127.0.0.1:{port}"
+        monkeypatch.delenv("RAY_AUTH_MODE", raising=False)  # this process finds the token file by itself
+        with pytest.raises(UserError, match="has the resources of one training") as small:  # 2 CPUs, but 1 per node
+            RayPool(RaySettings(1, address, trial_cpus=2))
+        assert "\n" not in str(small.value) and not ray.is_initialized()
+        assert compare(task="train:digits", strategy="random", budget=4, seeds=1, recipe=get_recipe("cpu", **TINY),
+                       out=str(tmp_path / "both"), workers=2, ray_address=address) == 0
+    finally:
+        for proc in reversed(nodes):
+            _stop(proc)
+    results = json.loads((tmp_path / "both" / "results.json").read_text())
+    with sqlite3.connect(tmp_path / "both" / "trainings.sqlite") as conn:
+        placed = {r[0] for r in conn.execute("SELECT node FROM results")}
+    assert len(placed) == 2 and sorted(placed) == results["ray"]["nodes"]  # trainings ran on both nodes
+
+
+def test_a_bad_address_is_one_line(tmp_path: Path) -> None:
+    start = time.monotonic()
+    with pytest.raises(UserError, match=r"^no Ray cluster answers at 127\.0\.0\.1:\d+ .*ray start --head") as err:
+        compare(task="train:digits", strategy="random", budget=2, seeds=1, out=str(tmp_path / "out"), workers=2,
+                ray_address=f"127.0.0.1:{_free_port()}")
+    assert "\n" not in str(err.value) and not (tmp_path / "out").exists() and not ray.is_initialized()
+    assert time.monotonic() - start < 30  # a socket check, not Ray's connection retries (a generous bound)
+    with pytest.raises(UserError, match="not host:port"):
+        compare(task="train:digits", strategy="random", budget=2, seeds=1, workers=1, ray_address="nowhere")
+    with pytest.raises(UserError, match="train:"):
+        compare(task="nb201/cifar10/val_acc", strategy="random", budget=2, seeds=1, workers=2)
+
+
+def test_the_epoch_end_search_trains_on_ray_and_logs_running_trainings(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.chdir(tmp_path)
+    args = tiny_run({"data.target_tasks": "[train:digits]", "search.feedback": True, "search.per_round": 2,
+                     "search.workers": 2, "trainer.logger": "CSVLogger", "trainer.logger.save_dir": str(tmp_path),
+                     **{f"data.recipe.{k}": v for k, v in TINY.items()}})
+    cli = build_cli(args + ["--trainer.max_epochs", "1"])
+    fit(cli)
+    assert not ray.is_initialized()  # the callback stopped its instance at the end of training
+    oracle = cli.datamodule.oracles["train:digits"]
+    with sqlite3.connect(tmp_path / "runs" / "default" / "trainings.sqlite") as conn:
+        rows = conn.execute("SELECT arch, node FROM results").fetchall()
+    assert oracle.num_queries == 2 and len(rows) == 2 and all(node for _, node in rows)
+    logged = (next(tmp_path.glob("**/metrics.csv"))).read_text().splitlines()
+    header = logged[0].split(",")
+    running = [float(r.split(",")[header.index("search/running")]) for r in logged[1:] if r.split(",")[header.index("search/running")]]
+    assert max(running) == 2 and running[-1] == 0  # both trainings ran at once, then none
