@@ -7,8 +7,9 @@
              target and of the held-out devices, the pretrain + fine-tune baseline
     train    wall time and peak memory of the default python train.py
     devices  leave-devices-out cross-validation of the device-latency config (folds, variants)
+    graph    leave-one-dataset-out over NAS-Bench-Graph's eight datasets: rank at K = 10, 50 and compare
     report   assemble <out>/*.md into BENCHMARKS.md
-    all      maml, scoring, growth, train, search, devices, then report
+    all      maml, scoring, growth, train, search, devices, graph, then report
 
 Each prints its table and writes ``<out>/<what>.json`` and ``<out>/<what>.md``.
 """
@@ -32,10 +33,11 @@ from nas_lightning.files import write_text
 
 NOTES = Path(__file__).with_name("notes.md")  # hand-written explanations, appended to BENCHMARKS.md as they are
 
-BENCHES = ("maml", "scoring", "growth", "train", "search", "devices")
+BENCHES = ("maml", "scoring", "growth", "train", "search", "devices", "graph")
 TITLES = {"maml": "Meta-training throughput: batched meta-step vs per-task loop", "scoring": "Scoring the whole space",
           "growth": "Growth", "train": "Default training run", "search": "Search results",
-          "devices": "Device latency: leave-devices-out cross-validation"}
+          "devices": "Device latency: leave-devices-out cross-validation",
+          "graph": "NAS-Bench-Graph: leave-one-dataset-out"}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -47,9 +49,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (maml: CPU, and GPU when present; others: cuda if present), cpu or cuda")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's own choice, reported)")
     p.add_argument("--ckpt", help="scoring/growth: time this checkpoint instead of a fresh default predictor")
-    p.add_argument("--ckpt-dir", help="search: folder holding runs/<run>/checkpoints/last.ckpt, trained there when missing "
+    p.add_argument("--ckpt-dir", help="search, graph: folder holding runs/<run>/checkpoints/last.ckpt, trained there when missing "
                                       "(default: --out)")
-    p.add_argument("--seeds", type=int, help="search: seeds per strategy (default 20)")
+    p.add_argument("--seeds", type=int, help="search, graph: seeds per strategy and support draws (default 20)")
     p.add_argument("--folds", type=int, help="devices: folds of the training-side devices (default 5)")
     p.add_argument("--draws", type=int, help="devices: support draws per device and K (default 10)")
     p.add_argument("--markdown", default=str(common.ROOT / "BENCHMARKS.md"), help="report: the file to write")
@@ -83,6 +85,10 @@ def run_one(what: str, args: argparse.Namespace) -> dict[str, Any]:
         from nas_lightning.bench import devices as mod
 
         return mod.run(args.tiny, dev, args.folds, args.draws)
+    if what == "graph":
+        from nas_lightning.bench import graph as mod
+
+        return mod.run(args.tiny, dev, args.ckpt_dir or (None if args.tiny else args.out), args.seeds)
     from nas_lightning.bench import search as mod
 
     return mod.run(args.tiny, dev, args.ckpt_dir or (None if args.tiny else args.out), args.seeds)
@@ -155,6 +161,10 @@ def missed(what: str, res: dict[str, Any]) -> list[str]:
         t = res["target"]
         out.append(f"full space in {t['full_space_ms']:.1f} ms (limit {t['limit_ms']:.0f} ms)" if what == "scoring" else
                    f"{res['wall_s']:.0f} s and {res['peak_rss_mb']:.0f} MB (limits {t['wall_limit_s']:.0f} s, {t['peak_limit_mb']:.0f} MB)")
+    elif what == "graph":
+        from nas_lightning.bench.graph import missed as graph_missed
+
+        out += graph_missed(res)
     elif what == "search":
         from nas_lightning.bench.search import DEVICE_TARGET, device_means, device_target_met
 
