@@ -199,6 +199,8 @@ def run(tiny: bool = False, device: str = "cpu", ckpt_dir: str | None = None, se
             res["folds"][held] = {"trained_on": others, "checkpoint": str(ckpt), "pretrained": str(pre),
                                   "training": training, "pretrain_training": pre_training, "rank": ranked,
                                   "compare": compared, "seconds": time.perf_counter() - fold_start}
+            if ckpt_dir:  # each fold's figures as soon as they exist (the whole JSON comes at the end)
+                common.write_json(res["folds"][held], root / f"graph_fold_{held}.json")
             log.info("graph: fold %s done", held)
     res["targets"] = None if tiny else targets(res)
     res["seconds"] = time.perf_counter() - start
