@@ -9,8 +9,9 @@
     devices  leave-devices-out cross-validation of the device-latency config (folds, variants,
              random vs designed supports, the meta/transfer blend)
     constrained  search.py constrained on every device with its fold's checkpoint (after devices)
+    graph    leave-one-dataset-out over NAS-Bench-Graph's eight datasets: rank at K = 10, 50 and compare
     report   assemble <out>/*.md into BENCHMARKS.md
-    all      maml, scoring, growth, train, search, devices, constrained, then report
+    all      maml, scoring, growth, train, search, devices, constrained, graph, then report
 
 Each prints its table and writes ``<out>/<what>.json`` and ``<out>/<what>.md``.
 """
@@ -34,11 +35,12 @@ from nas_lightning.files import write_text
 
 NOTES = Path(__file__).with_name("notes.md")  # hand-written explanations, appended to BENCHMARKS.md as they are
 
-BENCHES = ("maml", "scoring", "growth", "train", "search", "devices", "constrained")
+BENCHES = ("maml", "scoring", "growth", "train", "search", "devices", "constrained", "graph")
 TITLES = {"maml": "Meta-training throughput: batched meta-step vs per-task loop", "scoring": "Scoring the whole space",
           "growth": "Growth", "train": "Default training run", "search": "Search results",
           "devices": "Device latency: leave-devices-out cross-validation",
-          "constrained": "Device latency: the most accurate network under a latency limit (cross-validated)"}
+          "constrained": "Device latency: the most accurate network under a latency limit (cross-validated)",
+          "graph": "NAS-Bench-Graph: leave-one-dataset-out"}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -50,9 +52,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (maml: CPU, and GPU when present; others: cuda if present), cpu or cuda")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's own choice, reported)")
     p.add_argument("--ckpt", help="scoring/growth: time this checkpoint instead of a fresh default predictor")
-    p.add_argument("--ckpt-dir", help="search: folder holding runs/<run>/checkpoints/last.ckpt, trained there when missing "
+    p.add_argument("--ckpt-dir", help="search, graph: folder holding runs/<run>/checkpoints/last.ckpt, trained there when missing "
                                       "(default: --out)")
-    p.add_argument("--seeds", type=int, help="search: seeds per strategy (default 20); constrained: per device and limit (default 5)")
+    p.add_argument("--seeds", type=int, help="search, graph: seeds per strategy and support draws (default 20); constrained: per device and limit (default 5)")
     p.add_argument("--folds", type=int, help="devices: folds of the device tables (default 7)")
     p.add_argument("--workdir", help="devices: keep each fold's run (checkpoints) in this folder; constrained: read them "
                    "from it (default OUT/devices_runs)")
@@ -100,6 +102,10 @@ def run_one(what: str, args: argparse.Namespace) -> dict[str, Any]:
 
         return mod.cross_validated(_workdir(args), args.seeds or (1 if args.tiny else 5), args.folds or (2 if args.tiny else 7),
                                    more=2 if args.tiny else 10, device=dev, tiny=args.tiny)
+    if what == "graph":
+        from nas_lightning.bench import graph as mod
+
+        return mod.run(args.tiny, dev, args.ckpt_dir or (None if args.tiny else args.out), args.seeds)
     from nas_lightning.bench import search as mod
 
     return mod.run(args.tiny, dev, args.ckpt_dir or (None if args.tiny else args.out), args.seeds)
@@ -172,6 +178,10 @@ def missed(what: str, res: dict[str, Any]) -> list[str]:
         t = res["target"]
         out.append(f"full space in {t['full_space_ms']:.1f} ms (limit {t['limit_ms']:.0f} ms)" if what == "scoring" else
                    f"{res['wall_s']:.0f} s and {res['peak_rss_mb']:.0f} MB (limits {t['wall_limit_s']:.0f} s, {t['peak_limit_mb']:.0f} MB)")
+    elif what == "graph":
+        from nas_lightning.bench.graph import missed as graph_missed
+
+        out += graph_missed(res)
     elif what == "search":
         if res.get("within_30_min") is False:
             out.append(f"the benchmark took {res['seconds'] / 60:.1f} min (limit 30)")
