@@ -124,7 +124,8 @@ def _previous(target: Path) -> tuple[dict[str, str], dict[str, str]]:
     if not target.is_file():
         return {}, {}
     sections, misses = {}, {}
-    for chunk in re.split(r"(?m)^(?=## )", target.read_text()):
+    generated = target.read_text().split("\n# Notes on the benchmarks")[0]  # the notes reuse section titles
+    for chunk in re.split(r"(?m)^(?=## )", generated):
         title = chunk.splitlines()[0][3:].strip() if chunk.startswith("## ") else None
         if title in TITLES.values():
             sections[title] = chunk.rstrip() + "\n"
@@ -185,6 +186,15 @@ def missed(what: str, res: dict[str, Any]) -> list[str]:
     elif what == "search":
         if res.get("within_30_min") is False:
             out.append(f"the benchmark took {res['seconds'] / 60:.1f} min (limit 30)")
+    elif what == "constrained" and res.get("devices"):
+        from nas_lightning.bench.constrained import judged
+
+        t = judged(res)
+        if t and t["over"]:
+            out.append(f"meta's mean gap above 0.5 points on {len(t['over'])} of {t['cases']} device-limits "
+                       f"(mean over all {t['gap']:.3f}, satisfied {t['satisfied']:.3f})")
+        if t and not (t["gap_met"] and t["satisfied_met"]):
+            out.append(f"meta's mean gap {_f3(t['gap'])} (target 0.5), satisfied {t['satisfied']:.3f} (target 0.95)")
     elif what == "devices" and not res.get("tiny") and not res.get("skipped"):
         from nas_lightning.bench.devices import TARGET_K10, targets
 
@@ -197,6 +207,10 @@ def missed(what: str, res: dict[str, Any]) -> list[str]:
             out.append("greedy supports vs random draws " + ", ".join(f"K = {k}: {v:+.3f}" for k, v in t["greedy_gain"].items())
                        + " (target +0.01 at K = 10, more at K = 5)")
     return out
+
+
+def _f3(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
 
 
 def closing_note(out: Path, kept: dict[str, str] | None = None) -> str:
