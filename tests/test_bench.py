@@ -131,3 +131,12 @@ def test_fold_validation_moves_when_held_out(tmp_path: Path) -> None:
     tables = [tmp_path / f"{n}.csv.gz" for n in ("a", "b", "c", "val")]
     assert devices_bench._fold_val(tables[3], tables[:1], tables) == tables[3]
     assert devices_bench._fold_val(tables[3], [tables[3], tables[0]], tables) == tables[1]
+
+
+def test_kept_sections_come_from_the_generated_part(tmp_path: Path) -> None:
+    """The hand-written notes reuse the sections' titles: a kept section is never read from them."""
+    target = tmp_path / "BENCHMARKS.md"
+    target.write_text("# Benchmarks\n\n## Search results\n\nmeasured table\n\n## Closing note\n\n"
+                      "# Notes on the benchmarks (hand-written)\n\n## Search results\n\nprose\n")
+    sections, _ = bench._previous(target)
+    assert sections["Search results"].startswith("## Search results\n\nmeasured table")
