@@ -23,6 +23,7 @@ from nas_lightning.tasks.load import load_tasks
 from nas_lightning.tasks.spec import TaskSpec
 from nas_lightning.errors import UserError
 from nas_lightning.models.checkpoint import load_predictor
+from nas_lightning.models.scoring import score
 from nas_lightning.commands import main as search_main
 from nas_lightning.search.ranking import _corr, best_source, rank_only
 from nas_lightning.search.suggest import suggest_support
@@ -262,5 +263,6 @@ def test_blend_weight_is_chosen_on_the_support(trained, tables: Path) -> None:
     assert meta.shape == transfer.shape == (10,) and bool(torch.isfinite(meta).all())
     assert blend.choose_weight(meta, None, y) == 1.0
     assert blend.choose_weight(y * 0 + torch.arange(10.0), y, y) == 0.5  # transfer ranks the support exactly
-    scores, w, name = blend.blended(module, sources, support, y, target.archs, False)
+    meta = score(module, support, y.float(), target.archs, False)[0]
+    scores, w, name = blend.blended(module, sources, support, y, target.archs, False, meta)
     assert w in blend.WEIGHTS and scores.shape == (target.size,) and (name is None) == (w == 1.0)

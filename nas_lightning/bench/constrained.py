@@ -168,8 +168,9 @@ def cross_validated(workdir: str, seeds: int = 5, n_folds: int = 7, variant: str
         cache = run_dir / "constrained.json"
         kept = json.loads(cache.read_text()) if cache.is_file() else None
         reused = kept is not None and kept.get("key") == key
-        res.setdefault("reused_folds", []).append(i) if reused else None
-        if not reused:
+        if reused:
+            res.setdefault("reused_folds", []).append(i)
+        else:
             module = load_predictor(ckpt, device)
             kept = {"key": key, "result": evaluate(module, [load_csv(str(p))[0] for p in held], params, accuracy,
                                                     list(range(seeds)), first, more)}

@@ -93,7 +93,7 @@ def choose_weight(meta: torch.Tensor, transfer: torch.Tensor | None, targets: to
 
 
 def blended(module: MetaPredictor, sources: list[Task], support: torch.Tensor, targets: torch.Tensor,
-            candidates: torch.Tensor, maximise: bool) -> tuple[torch.Tensor, float, str | None]:
+            candidates: torch.Tensor, maximise: bool, meta_scores: torch.Tensor) -> tuple[torch.Tensor, float, str | None]:
     """Scores of ``candidates`` (higher is better) by the blend chosen on the support, its meta
     weight and the transfer table's name.
 
@@ -104,11 +104,14 @@ def blended(module: MetaPredictor, sources: list[Task], support: torch.Tensor, t
         targets: their values, higher is better.
         candidates: architectures to score.
         maximise: the raw metric's direction (context metadata).
+        meta_scores: :func:`~nas_lightning.models.scoring.score` of ``candidates`` adapted on the
+            same support (the caller has them already; not computed twice).
     """
     targets = targets.double()
     meta_loo, transfer_loo = leave_one_out(module, sources, support, targets, maximise)
     w = choose_weight(meta_loo, transfer_loo, targets)
-    meta = score_sets(module, support[None], targets[None].float(), candidates, maximise)[0].cpu().double()
+    std = targets.std(unbiased=False)  # score's standardisation of the support, undone (as score_sets does)
+    meta = meta_scores.cpu().double() * (std if std > 1e-8 else 1.0) + targets.mean()
     src, a, b = matched(sources, support, targets)
     if src is None or w >= 1.0:
         return meta, 1.0, None

@@ -202,7 +202,8 @@ def rank_only(task: Task, module: MetaPredictor | None, support: int, seeds: int
             methods["params"] = _orient(params_table.lookup(archs).float(), pos, targets)
         pool = [source] if source is not None else (sources or [])
         if module is not None and pool and len(chosen) >= 3:
-            methods["blend"], w, _ = blended(module, pool, chosen, targets, archs, oracle.direction == "max")
+            methods["blend"], w, _ = blended(module, pool, chosen, targets, archs, oracle.direction == "max",
+                                             methods["meta"])
             weights.append(w)
         src = source if source is not None else best_source(sources or [], chosen, targets)[0]
         if src is not None:
