@@ -262,7 +262,10 @@ def test_blend_weight_is_chosen_on_the_support(trained, tables: Path) -> None:
     meta, transfer = blend.leave_one_out(module, sources, support, y, False)
     assert meta.shape == transfer.shape == (10,) and bool(torch.isfinite(meta).all())
     assert blend.choose_weight(meta, None, y) == 1.0
-    assert blend.choose_weight(y * 0 + torch.arange(10.0), y, y) == 0.5  # transfer ranks the support exactly
+    shuffled = y[torch.randperm(10, generator=torch.Generator().manual_seed(0))]
+    assert blend.choose_weight(shuffled, y, y) == 0.0  # transfer predicts the support exactly: transfer alone
+    assert blend.choose_weight(y, shuffled, y) == 1.0  # meta does: meta alone
+    assert blend.choose_weight(2 * y, y, y) == 1.0  # both fit alike (Pearson ignores scale): the larger meta weight
     meta = score(module, support, y.float(), target.archs, False)[0]
     scores, w, name = blend.blended(module, sources, support, y, target.archs, False, meta)
     assert w in blend.WEIGHTS and scores.shape == (target.size,) and (name is None) == (w == 1.0)

@@ -56,8 +56,8 @@ def parser() -> argparse.ArgumentParser:
                                       "(default: --out)")
     p.add_argument("--seeds", type=int, help="search, graph: seeds per strategy and support draws (default 20); constrained: per device and limit (default 5)")
     p.add_argument("--folds", type=int, help="devices: folds of the device tables (default 7)")
-    p.add_argument("--workdir", help="devices: keep each fold's run (checkpoints) in this folder; constrained: read them "
-                   "from it (default OUT/devices_runs)")
+    p.add_argument("--workdir", help="devices: keep each fold's run (checkpoints) in this folder, reused when present "
+                   "(checked against the fold's tables); constrained: read them from it (default OUT/devices_runs)")
     p.add_argument("--variants", nargs="+", help="devices: which variants to run (default all: shipped, "
                    "'inner_steps=1', 'no params table')")
     p.add_argument("--draws", type=int, help="devices: support draws per device and K (default 10)")

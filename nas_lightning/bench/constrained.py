@@ -38,6 +38,7 @@ from nas_lightning.errors import UserError
 from nas_lightning.files import write_text
 from nas_lightning.models.checkpoint import load_predictor
 from nas_lightning.models.module import MetaPredictor
+from nas_lightning.search import constrained as search_constrained
 from nas_lightning.search.constrained import LatencyModel, constrained_search
 from nas_lightning.tasks.csvtable import load_csv
 from nas_lightning.tasks.embedded import load_embedded
@@ -121,6 +122,12 @@ def evaluate(module: MetaPredictor | None, devices: list[Task], params: Task, ac
             "devices": {_name(t): evaluate_device(module, t, params, accuracy, seeds, first, more) for t in devices}}
 
 
+def _code_digest() -> str:
+    """A digest of the code a fold's cached figures depend on (the search and this benchmark)."""
+    code = (inspect.getsource(m) for m in (search_constrained, evaluate_device))
+    return hashlib.sha256("".join(code).encode()).hexdigest()
+
+
 def _name(task: Task) -> str:
     return Path(task.name.split("#")[0]).name.removesuffix(".gz").removesuffix(".csv")
 
@@ -164,7 +171,8 @@ def cross_validated(workdir: str, seeds: int = 5, n_folds: int = 7, variant: str
         ckpt = run_dir / "checkpoints" / "last.ckpt"
         if not ckpt.is_file():
             raise UserError(f"{ckpt} is missing: run python -m nas_lightning.bench devices --workdir {workdir} first")
-        key = {"ckpt_sha256": hashlib.sha256(ckpt.read_bytes()).hexdigest(), "seeds": seeds, "first": first, "more": more}
+        key = {"ckpt_sha256": hashlib.sha256(ckpt.read_bytes()).hexdigest(), "seeds": seeds, "first": first, "more": more,
+               "code_sha256": _code_digest()}
         cache = run_dir / "constrained.json"
         kept = json.loads(cache.read_text()) if cache.is_file() else None
         reused = kept is not None and kept.get("key") == key

@@ -93,8 +93,13 @@ def run_fold(variant: str, fold: int, held: list[Path], train: list[Path], val: 
             "--data.csv_dir", str(DEVICE_DATA.resolve()), "--data.train_tasks", "[" + ",".join(specs) + "]",
             "--data.val_tasks", f"[csv:{val}]" if val else "[]", "--checkpoint.dirpath", f"runs/{run}/checkpoints",
             "--trainer.logger", "false", *extra, *(TINY_ARGS if tiny else [])]
-    training = timed_train(args, workdir)
-    module = load_predictor(workdir / "runs" / run / "checkpoints" / "last.ckpt", device)
+    ckpt = workdir / "runs" / run / "checkpoints" / "last.ckpt"
+    training = None if ckpt.is_file() else timed_train(args, workdir)  # a kept workdir's fold is reused
+    module = load_predictor(ckpt, device)
+    seen = " ".join(module.trained_on["tasks"])
+    if any(p.name in seen for p in held) or not all(p.name in seen for p in train):
+        raise RuntimeError(f"{ckpt} was not trained on exactly this fold's tables (held out: "
+                           f"{', '.join(_name(p) for p in held)}); remove it or use another --workdir")
     sources = [t for p in train for t in load_csv(str(p))]
     params = load_embedded("cifar10", "params")
     start = time.perf_counter()
@@ -210,9 +215,11 @@ def markdown(res: dict[str, Any]) -> str:
             f" on {t['worst_device']} ({common.verdict(t['transfer_gap_met'])})",
             "- target: greedy supports beat random draws (meta) by >= 0.01 at K = 10 and by more at K = 5: "
             + ", ".join(f"K = {k}: {v:+.3f}" for k, v in t["greedy_gain"].items()) + f" ({common.verdict(t['greedy_gain_met'])})"]
-    trained = [f["training"] for fr in res["variants"].values() for f in fr]
-    out += ["", f"{len(trained)} trainings, {sum(x['wall_s'] for x in trained) / 60:.1f} min in all; whole benchmark "
-            f"{res['seconds'] / 60:.1f} min."]
+    trained = [f["training"] for fr in res["variants"].values() for f in fr if f["training"]]
+    reused = sum(not f["training"] for fr in res["variants"].values() for f in fr)
+    out += ["", f"{len(trained)} trainings, {sum(x['wall_s'] for x in trained) / 60:.1f} min in all"
+            + (f" ({reused} fold checkpoints reused from the workdir)" if reused else "")
+            + f"; whole benchmark {res['seconds'] / 60:.1f} min."]
     return "\n".join(out)
 
 

@@ -30,7 +30,7 @@ from sklearn.isotonic import IsotonicRegression
 
 from nas_lightning.errors import UserError
 from nas_lightning.models.module import MetaPredictor
-from nas_lightning.models.scoring import score
+from nas_lightning.models.scoring import score, score_sets
 from nas_lightning.tasks.oracle import Oracle
 from nas_lightning.tasks.task import Task
 
@@ -73,14 +73,17 @@ class LatencyModel:
         n = len(archs)
         if n < 3:
             return SIGMA_PRIOR
+        if self.kind == "params":
+            scores = self.ranking(archs, latency, archs).expand(n, n)
+        else:  # the n leave-one-out adaptations in one batch (each row in its own units: ranks suffice)
+            rest = torch.stack([torch.cat([torch.arange(i), torch.arange(i + 1, n)]) for i in range(n)])
+            scores = score_sets(self.module, archs[rest], -latency[rest].float(), archs, maximise=False).double().cpu()
         res, inside = [], []
-        fixed = self.ranking(archs, latency, archs) if self.kind == "params" else None
         for i in range(n):
             keep = torch.arange(n) != i
-            s = fixed if fixed is not None else self.ranking(archs[keep], latency[keep], archs)
-            pred = calibrate(s[keep], latency[keep].double().log(), s[i:i + 1])
+            pred = calibrate(scores[i][keep], latency[keep].double().log(), scores[i][i:i + 1])
             res.append(float(pred[0] - math.log(float(latency[i]))))
-            inside.append(bool(s[keep].min() <= s[i] <= s[keep].max()))
+            inside.append(bool(scores[i][keep].min() <= scores[i][i] <= scores[i][keep].max()))
         r = np.array(res)
         r = r[np.array(inside)] if sum(inside) >= 3 else r
         return max(SIGMA_MIN, float(np.sqrt(np.mean(r ** 2))))
@@ -135,10 +138,6 @@ class Proposal:
         return min(self.fastest_measured[1], self.fastest_predicted[1]) <= self.limit
 
 
-def _normal_cdf(z: torch.Tensor) -> torch.Tensor:
-    return 0.5 * (1 + torch.erf(z / math.sqrt(2)))
-
-
 def propose(model: LatencyModel, archs: torch.Tensor, latency: torch.Tensor, acc_archs: torch.Tensor,
             acc_values: torch.Tensor, limit: float, ask: int = 1, stop: float = 0.01, show: int = 10) -> Proposal:
     """One step: the pick so far, the predicted-feasible candidates and what to measure next.
@@ -163,7 +162,7 @@ def propose(model: LatencyModel, archs: torch.Tensor, latency: torch.Tensor, acc
     vals = acc_values[~seen[acc_archs]].double()
     mu = model.predict(archs, latency, cand)
     sigma = model.sigma(archs, latency)
-    p = _normal_cdf((math.log(limit) - mu) / sigma)
+    p = torch.special.ndtr((math.log(limit) - mu) / sigma)
     if pick is None:
         value = torch.where(p >= 0.5, vals, torch.full_like(vals, -math.inf))
         value = value if bool(torch.isfinite(value).any()) else p
