@@ -67,7 +67,8 @@ class MetaSearch(Strategy):
             is a global pick (0: never).
 
     Raises:
-        UserError: for a batch below one, an unknown acquisition or a negative beta.
+        UserError: for a batch below one, an unknown acquisition, a negative beta, schedule
+            counts below zero or fewer than one parent.
     """
 
     name = "meta"
