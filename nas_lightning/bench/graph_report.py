@@ -89,7 +89,7 @@ def _meta_words(s: dict[str, Any] | None) -> str:
     if picked:
         parts.append(f"{' and '.join(picked)} picked among the mutations of the {s['num_parents']} best measured "
                      f"plus up to {s['max_candidates']:,} random architectures; ")
-    parts.append(f"every other query picked among the unqueried mutations of the {s['local_parents']} best measured. ")
+    parts.append(f"all other queries picked among the unqueried mutations of the {s['local_parents']} best measured. ")
     return f"meta (UCB over the predictor's bootstrap members, beta {s['beta']}): " + "".join(parts)
 
 
