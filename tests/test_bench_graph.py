@@ -56,8 +56,11 @@ def test_targets_judge_the_issue_figures() -> None:
 def test_tiny_fold_end_to_end(tmp_path: Path) -> None:
     assert bench.main(["graph", "--tiny", "--out", str(tmp_path), "--device", "cpu"]) == 0
     res = json.loads((tmp_path / "graph.json").read_text())
-    assert res["targets"] is None and "## NAS-Bench-Graph" in (tmp_path / "graph.md").read_text()
+    report = (tmp_path / "graph.md").read_text()
+    assert res["targets"] is None and "## NAS-Bench-Graph" in report
     (held, fold), = res["folds"].items()
+    schedule = fold["compare"]["meta_schedule"]
+    assert schedule["large_space"] and f"mutations of the {schedule['local_parents']} best measured" in report
     assert held not in fold["trained_on"] and fold["training"]["wall_s"] > 0
     assert "nbg/" + held not in fold["training"]["train_command"]  # the held-out tables never reach training
     for row in fold["rank"].values():

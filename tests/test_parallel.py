@@ -8,7 +8,7 @@ import zlib
 import pytest
 import torch
 
-from nas_lightning.search import STRATEGIES, make_strategy
+from nas_lightning.search import STRATEGIES, MetaSearch, make_strategy
 from nas_lightning.search.parallel import run_parallel
 from nas_lightning.tasks.oracle import TableOracle
 from tests.test_strategies import TableScorer, cifar10, cifar100, partial  # noqa: F401 (fixtures)
@@ -53,6 +53,16 @@ def test_one_worker_is_the_sequential_search(name: str, task_name: str, request,
             assert a.history()[0].tolist() == b.history()[0].tolist()
             assert torch.equal(a.history()[1], b.history()[1])
             assert torch.equal(ga.get_state(), gb.get_state())
+
+
+def test_one_worker_is_the_sequential_meta_on_a_large_space(cifar10, cifar100) -> None:
+    """meta's large-space schedule (max_candidates below the space) in ask / tell form."""
+    a, b = TableOracle(cifar10, 30, seed=0), TableOracle(cifar10, 30, seed=0)
+    ga, gb = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+    MetaSearch(TableScorer(cifar100), max_candidates=100).run(a, 30, ga)
+    run_parallel(MetaSearch(TableScorer(cifar100), max_candidates=100), b, 30, gb, workers=1)
+    assert a.history()[0].tolist() == b.history()[0].tolist()
+    assert torch.equal(ga.get_state(), gb.get_state())
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -155,6 +155,38 @@ def test_meta_mutation_mode_scores_few_candidates(cifar10: Task, cifar100: Task)
     assert torch.isin(NB201.neighbours(best), cands).any()  # mutations of the best are candidates
 
 
+def test_meta_large_space_schedule_scores_mutations_of_the_measured_best(cifar10: Task, cifar100: Task) -> None:
+    """Above max_candidates: 5 random queries, global picks up to 10 and every 4th after, and
+    otherwise only the unqueried neighbours of the 2 best measured architectures are scored."""
+    scorer, oracle = TableScorer(cifar100), TableOracle(cifar10, 30, seed=0)
+    meta = MetaSearch(scorer, max_candidates=100)
+    meta.run(oracle, 30, torch.Generator().manual_seed(0))
+    assert oracle.num_queries == 30 == len(scorer.calls)
+    phases = [meta.phase(len(c[0])) for c in scorer.calls]
+    assert phases[:14] == ["random"] * 5 + ["global"] * 5 + ["local"] * 3 + ["global"]
+    assert phases.count("global") == 5 + 5 and phases.count("local") == 15
+    for (support, targets, cands), phase in zip(scorer.calls, phases):
+        assert not torch.isin(cands, support).any()
+        if phase == "random":
+            assert len(cands) == 1
+        elif phase == "global":
+            assert len(cands) == 100
+        else:
+            expected: set[int] = set()
+            parents = 0
+            for p in support[torch.argsort(targets, descending=True)].tolist():
+                new = set(NB201.neighbours(p).tolist()) - set(support.tolist())
+                if new:
+                    expected |= new
+                    parents += 1
+                if parents == 2:
+                    break
+            assert set(cands.tolist()) == expected
+    top = set(torch.topk(cifar100.values(), 5).indices.tolist())  # the scorer's favourites overall
+    local = [c for c, ph in zip(oracle.history()[0].tolist(), phases) if ph == "local"]
+    assert not top & set(local)  # local picks follow the measurements, not the scorer's global favourites
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_target_values_come_only_through_oracle_query(name: str, cifar10: Task, cifar100: Task) -> None:
     guarded = GuardedTask.wrap(cifar10, only_from("_evaluate", "oracle.py"))  # values only as an oracle answers
@@ -182,6 +214,10 @@ def test_user_errors_name_the_choices(cifar10: Task) -> None:
         make_strategy("meta")
     with pytest.raises(UserError, match="ucb"):
         MetaSearch(TableScorer(cifar10), acquisition="greedy")
+    with pytest.raises(UserError, match="local_parents >= 1"):
+        MetaSearch(TableScorer(cifar10), local_parents=0)
+    with pytest.raises(UserError, match="init_random"):
+        MetaSearch(TableScorer(cifar10), global_every=-1)
     with pytest.raises(UserError, match="sample_size=11"):
         RegularizedEvolution(population=10, sample_size=11)
     with pytest.raises(UserError, match="momentum=1"):

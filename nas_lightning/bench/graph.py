@@ -37,6 +37,7 @@ from nas_lightning.models.checkpoint import load_predictor
 from nas_lightning.models.module import MetaPredictor
 from nas_lightning.models.scoring import PredictorScorer
 from nas_lightning.search import make_strategy
+from nas_lightning.search.meta import MetaSearch
 from nas_lightning.search.ranking import rank_only
 from nas_lightning.search.runner import run_comparison
 from nas_lightning.spaces import NBG
@@ -142,10 +143,17 @@ def first_hit(values: list[float], threshold: float) -> int | None:
     return next((t + 1 for t, v in enumerate(values) if v >= threshold), None)
 
 
+def meta_schedule(meta: MetaSearch, size: int) -> dict[str, Any]:
+    """The settings that decide which candidates ``meta`` scores on a space of ``size`` architectures."""
+    keys = ("max_candidates", "num_parents", "init_random", "init_global", "local_parents", "global_every", "beta")
+    return {"large_space": size > meta.max_candidates, **{k: getattr(meta, k) for k in keys}}
+
+
 def compare_fold(held: str, module: MetaPredictor, mean: Task, budget: int, seeds: int) -> dict[str, Any]:
     """The search comparison on ``nbg/<held>/val_acc``, scored on validation and, after the fact, on test."""
     task = load_nbg(held, "val_acc")
     scorer = PredictorScorer(module, True, 8)  # search.py compare's defaults: 8 members, beta 0.5
+    meta = make_strategy("meta", scorer=scorer, beta=0.5)
     factories = {"meta": lambda: make_strategy("meta", scorer=scorer, beta=0.5),
                  "transfer": lambda: make_strategy("transfer", source=mean),
                  **{n: (lambda n=n: make_strategy(n)) for n in STRATEGIES[2:]}}
@@ -154,7 +162,7 @@ def compare_fold(held: str, module: MetaPredictor, mean: Task, budget: int, seed
     test_opt = float(test.table.max())
     threshold = top_threshold(task.table)
     out: dict[str, Any] = {"optimum_val": results["optimum"]["value"], "optimum_test": test_opt,
-                           "top_threshold": threshold, "strategies": {}}
+                           "top_threshold": threshold, "meta_schedule": meta_schedule(meta, task.size), "strategies": {}}
     for name, r in results["strategies"].items():
         picks = torch.tensor([NBG.from_string(s["best_arch"]) for s in r["per_seed"]], dtype=torch.long)
         test_regret = [test_opt - float(v) for v in test.lookup(picks)]

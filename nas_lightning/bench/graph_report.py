@@ -76,6 +76,23 @@ def _compare_table(folds: dict[str, Any], field: str, fmt: str) -> str:
     return common.table(["held out", *names], rows)
 
 
+def _meta_words(s: dict[str, Any] | None) -> str:
+    """What meta's search did on this space, from the settings the run recorded (nothing if none)."""
+    if not s:
+        return ""
+    if not s["large_space"]:
+        return f"meta scores every unqueried architecture (UCB, beta {s['beta']}). "
+    first, g, e = s["init_random"], s["init_global"], s["global_every"]
+    parts = [f"queries 1-{first} at random; "] if first else []
+    picked = [f"queries {first + 1}-{g}"] if g > first else []
+    picked += [f"queries {g + e}, {g + 2 * e}, {g + 3 * e}, ..."] if e else []
+    if picked:
+        parts.append(f"{' and '.join(picked)} picked among the mutations of the {s['num_parents']} best measured "
+                     f"plus up to {s['max_candidates']:,} random architectures; ")
+    parts.append(f"all other queries picked among the unqueried mutations of the {s['local_parents']} best measured. ")
+    return f"meta (UCB over the predictor's bootstrap members, beta {s['beta']}): " + "".join(parts)
+
+
 def markdown(res: dict[str, Any]) -> str:
     """The section for BENCHMARKS.md: ranking and search tables per held-out dataset, then the targets."""
     folds = res["folds"]
@@ -92,7 +109,8 @@ def markdown(res: dict[str, Any]) -> str:
                 "the others' standardised val_acc fitted on the support.", "", _rank_table(folds, k)]
     b = res["budget"]
     out += ["", f"### Search, budget {b}, {res['seeds']} seeds", "",
-            "Searching val_acc; transfer queries in the order of the mean of the other datasets. Validation regret "
+            "Searching val_acc; transfer queries in the order of the mean of the other datasets. "
+            + _meta_words(next(iter(folds.values()))["compare"].get("meta_schedule")) + f"Validation regret "
             f"at {b} queries (accuracy as a fraction, mean over seeds):", "", _compare_table(folds, "val_regret", ".4f"),
             "", "Test regret of the architecture each run picked on validation, against the test optimum (test_acc "
             "read after the search only):", "", _compare_table(folds, "test_regret", ".4f"),

@@ -2,6 +2,12 @@
 
 The scorer sees only what the oracle has answered so far (the support set) and proposes the
 next architectures through an acquisition that balances its ensemble's mean and spread.
+
+On a space too large to score whole (NAS-Bench-Graph) the search follows a schedule
+(:meth:`MetaSearch.phase`): a few random architectures first (a support the prior did not
+choose), a few picks among the whole space, then predictor-guided evolution: the scorer ranks
+only the mutations of the best measured architectures (as NPENAS / BRP-NAS do), with a global
+pick every few queries.
 """
 
 from __future__ import annotations
@@ -48,18 +54,28 @@ class MetaSearch(Strategy):
         acquisition: ``"ucb"`` (member mean + ``beta`` * member std) or ``"thompson"`` (each
             pick takes the argmax of one member drawn with the generator).
         beta: exploration weight of ``"ucb"``.
-        max_candidates: above this many task architectures, only mutations of the best queried
-            ones (plus random ones) are scored instead of every unqueried architecture.
-        num_parents: how many of the best queried architectures seed the mutation candidates.
+        max_candidates: above this many task architectures, the large-space schedule of
+            :meth:`phase` replaces scoring every unqueried architecture.
+        num_parents: how many of the best queried architectures seed the mutation candidates of
+            a global pick (large spaces only).
+        init_random: large spaces only: the first queries of a run up to this count are random.
+        init_global: large spaces only: queries up to this count are global picks (mutations of
+            the ``num_parents`` best plus up to ``max_candidates`` random architectures).
+        local_parents: large spaces only: after ``init_global``, the candidates are the unqueried
+            mutations of this many best queried architectures (the best that have any left).
+        global_every: large spaces only: after ``init_global``, every ``global_every``-th query
+            is a global pick (0: never).
 
     Raises:
-        UserError: for a batch below one, an unknown acquisition or a negative beta.
+        UserError: for a batch below one, an unknown acquisition, a negative beta, schedule
+            counts below zero or fewer than one parent.
     """
 
     name = "meta"
 
     def __init__(self, scorer: Scorer, batch: int = 1, acquisition: str = "ucb", beta: float = 1.0,
-                 max_candidates: int = 20_000, num_parents: int = 10) -> None:
+                 max_candidates: int = 20_000, num_parents: int = 10, init_random: int = 5, init_global: int = 10,
+                 local_parents: int = 2, global_every: int = 4) -> None:
         if batch < 1:
             raise UserError(f"meta batch must be >= 1, got {batch}")
         if acquisition not in ACQUISITIONS:
@@ -68,8 +84,13 @@ class MetaSearch(Strategy):
             raise UserError(f"meta beta must be >= 0, got {beta}")
         if max_candidates < 1 or num_parents < 1:
             raise UserError(f"max_candidates and num_parents must be >= 1, got {max_candidates}, {num_parents}")
+        if min(init_random, init_global, global_every) < 0 or local_parents < 1:
+            raise UserError(f"init_random, init_global and global_every must be >= 0 and local_parents >= 1, got "
+                            f"{init_random}, {init_global}, {global_every}, {local_parents}")
         self.scorer, self.batch, self.acquisition, self.beta = scorer, batch, acquisition, beta
         self.max_candidates, self.num_parents = max_candidates, num_parents
+        self.init_random, self.init_global = init_random, init_global
+        self.local_parents, self.global_every = local_parents, global_every
 
     def run(self, oracle: Oracle, n_queries: int, generator: torch.Generator) -> None:
         pool, k = Pool(oracle), quota(oracle, n_queries)
@@ -86,17 +107,34 @@ class MetaSearch(Strategy):
             pool.seen[picks] = True
             log.debug("meta: queried %s (support %d)", picks.tolist(), len(support_archs))
 
+    def phase(self, num_queries: int) -> str:
+        """The large-space schedule: ``"random"``, ``"global"`` or ``"local"`` for the next query
+        after ``num_queries`` answered ones (see the class's arguments)."""
+        if num_queries < self.init_random:
+            return "random"
+        if num_queries < self.init_global:
+            return "global"
+        every = self.global_every
+        return "global" if every and (num_queries - self.init_global) % every == every - 1 else "local"
+
     def candidates(self, oracle: Oracle, pool: Pool, generator: torch.Generator) -> torch.Tensor:
-        """Unqueried architectures to score: all of them, or mutations of the best when too many.
+        """Unqueried architectures to score: all of them, or on a large space those of :meth:`phase`.
 
         Returns:
             Candidate indices ``[C]`` with ``C >= 1`` (callers ensure an unseen one exists).
         """
         if len(oracle.archs) <= self.max_candidates:
             return pool.unseen()
+        phase = self.phase(oracle.num_queries)
+        if phase == "random":
+            return torch.tensor([pool.random_unseen(generator)])
         idx, values = oracle.history()
-        parents = idx[torch.argsort(values * oracle.sign, descending=True)[: self.num_parents]]
-        mutants = [int(m) for p in parents.tolist() for m in oracle.space.neighbours(p)]  # best parents first
+        ranked = idx[torch.argsort(values * oracle.sign, descending=True)].tolist()  # best first
+        if phase == "local":
+            cands = self._mutations(oracle, pool, ranked)
+            return cands if len(cands) else torch.tensor([pool.random_unseen(generator)])
+        parents = ranked[: self.num_parents]
+        mutants = [int(m) for p in parents for m in oracle.space.neighbours(p)]  # best parents first
         mutants = torch.tensor(list(dict.fromkeys(mutants)), dtype=torch.long)
         randoms = torch.unique(oracle.archs[torch.randint(len(oracle.archs), (self.max_candidates,),
                                                           generator=generator)])
@@ -104,6 +142,20 @@ class MetaSearch(Strategy):
         cands = torch.cat([mutants, randoms])
         cands = cands[pool.fresh(cands)][: self.max_candidates]
         return cands if len(cands) else torch.tensor([pool.random_unseen(generator)])
+
+    def _mutations(self, oracle: Oracle, pool: Pool, ranked: list[int]) -> torch.Tensor:
+        """The unqueried neighbours of the ``local_parents`` best architectures that have any."""
+        out: list[int] = []
+        used = 0
+        for parent in ranked:
+            nbrs = oracle.space.neighbours(parent)
+            nbrs = nbrs[pool.fresh(nbrs)]
+            if len(nbrs):
+                out += nbrs.tolist()
+                used += 1
+                if used == self.local_parents:
+                    break
+        return torch.tensor(list(dict.fromkeys(out)), dtype=torch.long)
 
     def acquire(self, scores: torch.Tensor, cands: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
         """Pick ``n`` distinct candidates from member scores ``[M, C]``; ties broken at random."""
