@@ -139,6 +139,14 @@ def test_tie_heavy_phone_table_ranks_correctly(tables: Path) -> None:
     assert out["transfer"]["kendall_mean"] == pytest.approx(1.0)
 
 
+def test_rank_only_first_seed_gives_later_draws(trained, tables: Path) -> None:
+    module = load_predictor(trained[2])
+    task = load_tasks(f"csv:{tables}/titanx_1.csv.gz")[0]
+    both = rank_only(task, module, 10, 2)["meta"]["spearman"]
+    later = rank_only(task, module, 10, 1, first_seed=1)["meta"]["spearman"]
+    assert later == both[1:] and both[0] != both[1]  # draw 1 alone, not draw 0 again
+
+
 def test_best_matching_source_follows_the_support(tables: Path) -> None:
     gpus = load_tasks(f"csv:{tables}/1080ti_*.csv.gz") + load_tasks(f"csv:{tables}/samsung_a50.csv.gz")
     target = gpus[1]  # 1080ti_256, as if it were new: itself must win

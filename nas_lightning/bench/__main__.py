@@ -61,6 +61,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--variants", nargs="+", help="devices: which variants to run (default all: shipped, "
                    "'inner_steps=1', 'no params table')")
     p.add_argument("--draws", type=int, help="devices: support draws per device and K (default 10)")
+    p.add_argument("--first-draw", type=int, default=0, help="devices: seed of the first support draw (default 0; "
+                   "another value gives fresh draws)")
+    p.add_argument("--ks", type=int, nargs="+", help="devices: support sizes (default 3 5 10 20 50)")
     p.add_argument("--markdown", default=str(common.ROOT / "BENCHMARKS.md"), help="report: the file to write")
     return p
 
@@ -96,7 +99,8 @@ def run_one(what: str, args: argparse.Namespace) -> dict[str, Any]:
     if what == "devices":
         from nas_lightning.bench import devices as mod
 
-        return mod.run(args.tiny, dev, args.folds, args.draws, workdir=_workdir(args), variants=args.variants)
+        return mod.run(args.tiny, dev, args.folds, args.draws, ks=args.ks, workdir=_workdir(args), variants=args.variants,
+                       first_draw=args.first_draw)
     if what == "constrained":
         from nas_lightning.bench import constrained as mod
 

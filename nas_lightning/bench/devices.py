@@ -84,7 +84,7 @@ def _designed(module: Any, sources: list[Any], ks: list[int], tiny: bool) -> dic
 
 
 def run_fold(variant: str, fold: int, held: list[Path], train: list[Path], val: Path | None, workdir: Path,
-             ks: list[int], draws: int, device: str, tiny: bool) -> dict[str, Any]:
+             ks: list[int], draws: int, device: str, tiny: bool, first_draw: int = 0) -> dict[str, Any]:
     """Train without ``held`` and rank each of its devices at every K, on random and designed supports."""
     extra, with_params = VARIANTS[variant]
     specs = [f"csv:{p}" for p in train] + ([PARAMS] if with_params else [])
@@ -113,7 +113,7 @@ def run_fold(variant: str, fold: int, held: list[Path], train: list[Path], val: 
         (task,) = load_csv(str(table))
         rows: dict[str, dict[str, float]] = {}
         for k in ks:
-            r = rank_only(task, module, k, draws, sources=sources, params_table=params)
+            r = rank_only(task, module, k, draws, sources=sources, params_table=params, first_seed=first_draw)
             row = {m: r[m]["spearman_mean"] for m in RANDOM_METHODS if m in r}
             row["blend_meta_weight"] = statistics.fmean(r["blend"]["meta_weights"]) if "blend" in r else None
             for d, chosen in designs.items():
@@ -126,8 +126,11 @@ def run_fold(variant: str, fold: int, held: list[Path], train: list[Path], val: 
 
 
 def run(tiny: bool = False, device: str = "cpu", n_folds: int | None = None, draws: int | None = None,
-        ks: list[int] | None = None, workdir: str | None = None, variants: list[str] | None = None) -> dict[str, Any]:
-    """The whole cross-validation; returns the JSON-ready result."""
+        ks: list[int] | None = None, workdir: str | None = None, variants: list[str] | None = None,
+        first_draw: int = 0) -> dict[str, Any]:
+    """The whole cross-validation; returns the JSON-ready result. ``first_draw``: the seed of the
+    first random support draw (0; another value gives fresh draws, e.g. to confirm a choice made
+    on the default ones)."""
     start = time.perf_counter()
     res: dict[str, Any] = {"benchmark": "devices", "machine": common.machine(), "tiny": tiny}
     if not DEVICE_DATA.is_dir():
@@ -141,7 +144,8 @@ def run(tiny: bool = False, device: str = "cpu", n_folds: int | None = None, dra
     variants = variants or (list(VARIANTS)[:1] if tiny else list(VARIANTS))
     split = folds(devices, n_folds)
     res.update({"config": str(CONFIG.relative_to(common.ROOT)), "validation": _name(val) if val else None,
-                "folds": [[_name(p) for p in f] for f in split], "ks": ks, "draws": draws, "variants": {}})
+                "folds": [[_name(p) for p in f] for f in split], "ks": ks, "draws": draws, "first_draw": first_draw,
+                "variants": {}})
     with tempfile.TemporaryDirectory(prefix="nas_bench_devices_") as tmp:
         root = Path(workdir) if workdir else Path(tmp)
         for variant in variants:
@@ -149,7 +153,8 @@ def run(tiny: bool = False, device: str = "cpu", n_folds: int | None = None, dra
             for i, held in enumerate(split):
                 fval = _fold_val(val, held, devices)
                 train = [p for p in devices if p not in held and p != fval]
-                res["variants"][variant].append(run_fold(variant, i, held, train, fval, root, ks, draws, device, tiny))
+                res["variants"][variant].append(run_fold(variant, i, held, train, fval, root, ks, draws, device, tiny,
+                                                         first_draw))
                 log.info("devices: variant %s fold %d/%d done", variant, i + 1, len(split))
             log.info("devices: variant %s done", variant)
     res["seconds"] = time.perf_counter() - start
@@ -192,7 +197,8 @@ def markdown(res: dict[str, Any]) -> str:
     out = [f"Config `{res['config']}`; every shared device table held out once, folds: "
            + "; ".join(", ".join(f) for f in res["folds"])
            + f". Spearman over all 15,625 architectures; random supports: mean over {res['draws']} draws per device "
-           "and K; designed supports (`greedy`, `kcenter`, picked without the fold's devices): one set per fold. "
+           + (f"(seeds {res['first_draw']} to {res['first_draw'] + res['draws'] - 1}) " if res.get("first_draw") else "")
+           + "and K; designed supports (`greedy`, `kcenter`, picked without the fold's devices): one set per fold. "
            "Each fold's predictor never saw its devices. Mean over every held-out device:", ""]
     rows = []
     for variant, fr in res["variants"].items():

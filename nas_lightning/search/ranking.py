@@ -153,7 +153,7 @@ def _as_ranking(source: Task, archs: torch.Tensor) -> torch.Tensor:
 def rank_only(task: Task, module: MetaPredictor | None, support: int, seeds: int,
               source: Task | None = None, support_archs: torch.Tensor | None = None,
               sources: list[Task] | None = None, params_table: Task | None = None,
-              pretrained: MetaPredictor | None = None) -> dict:
+              pretrained: MetaPredictor | None = None, first_seed: int = 0) -> dict:
     """Adapt on ``support`` architectures per seed and rank every architecture of ``task``.
 
     The support values come through a :class:`TableOracle` (budget ``support``); the whole table is
@@ -163,7 +163,7 @@ def rank_only(task: Task, module: MetaPredictor | None, support: int, seeds: int
         task: the task to rank.
         module: the meta-learned predictor (``None``: baselines only).
         support: K, architectures evaluated per draw.
-        seeds: number of support draws (seed ``i`` for draw ``i``).
+        seeds: number of support draws (seed ``first_seed + i`` for draw ``i``).
         source: a fixed source task for the ``transfer`` baseline.
         support_archs: a fixed support set instead of random draws (then one draw).
         sources: candidate source tasks; without ``source``, each draw's ``transfer`` uses the
@@ -171,6 +171,7 @@ def rank_only(task: Task, module: MetaPredictor | None, support: int, seeds: int
         params_table: the space's parameter counts, for the ``params`` baseline (``None``: none).
         pretrained: a pretrained predictor that adapts by fine-tuning (the ``pretrain`` baseline, see
             :func:`~nas_lightning.models.scoring.finetuned`; ``None``: none).
+        first_seed: the seed of the first draw (fresh draws for a confirmation run).
 
     Returns:
         Per method: ``spearman_mean``, ``spearman_std``, ``kendall_mean``, ``kendall_std`` and
@@ -181,7 +182,7 @@ def rank_only(task: Task, module: MetaPredictor | None, support: int, seeds: int
     picked: list[str] = []
     weights: list[float] = []
     draws = 1 if support_archs is not None else seeds
-    for seed in range(draws):
+    for seed in range(first_seed, first_seed + draws):
         oracle = TableOracle(task, budget=support, seed=seed)
         if support_archs is None:
             gen = torch.Generator().manual_seed(seed)
