@@ -141,3 +141,12 @@ def test_kept_sections_come_from_the_generated_part(tmp_path: Path) -> None:
                       "# Notes on the benchmarks (hand-written)\n\n## Search results\n\nprose\n")
     sections, _ = bench._previous(target)
     assert sections["Search results"].startswith("## Search results\n\nmeasured table")
+
+
+def test_a_section_kept_twice_is_marked_once(tmp_path: Path) -> None:
+    target = tmp_path / "BENCHMARKS.md"
+    target.write_text("# Benchmarks\n\n## Search results\n\nmeasured table\n\n## Closing note\n\n")
+    for _ in range(2):
+        bench.report(tmp_path / "empty", target)
+    text = target.read_text()
+    assert text.count(bench.KEPT) == 1 and "measured table" in text

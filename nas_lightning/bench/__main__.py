@@ -131,7 +131,7 @@ def _previous(target: Path) -> tuple[dict[str, str], dict[str, str]]:
     generated = target.read_text().split("\n# Notes on the benchmarks")[0]  # the notes reuse section titles
     for chunk in re.split(r"(?m)^(?=## )", generated):
         title = chunk.splitlines()[0][3:].strip() if chunk.startswith("## ") else None
-        if title in TITLES.values():
+        if title in TITLES.values() and "\n_Not run yet: " not in chunk:  # a placeholder is not a result
             sections[title] = chunk.rstrip() + "\n"
         elif title == "Closing note":
             pattern = r"(?m)^- \*\*(.+?)\*\*(?: \(kept from the previous report\))?, missed: (.+?)(?: \(see the|\. |\.?$)"
@@ -159,13 +159,18 @@ def report(out: Path, target: Path) -> Path:
         elif TITLES[what] in kept_sections:
             kept.append(what)
             title, _, body = kept_sections[TITLES[what]].partition("\n")
-            parts.append(f"{title}\n\n_Kept from the previous BENCHMARKS.md: not re-run for this report._\n{body}")
+            while body.startswith(f"\n{KEPT}\n"):  # a section kept twice is marked once
+                body = body[len(KEPT) + 2:]
+            parts.append(f"{title}\n\n{KEPT}\n{body}")
         else:
             parts.append(f"## {TITLES[what]}\n\n_Not run yet: `python -m nas_lightning.bench {what}`._\n")
     parts.append(closing_note(out, {TITLES[w]: kept_misses[TITLES[w]] for w in kept if TITLES[w] in kept_misses}))
     parts.append(NOTES.read_text())
     write_text("\n".join(parts), target)
     return target
+
+
+KEPT = "_Kept from the previous BENCHMARKS.md: not re-run for this report._"
 
 
 def missed(what: str, res: dict[str, Any]) -> list[str]:
