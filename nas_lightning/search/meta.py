@@ -18,7 +18,8 @@ from typing import Protocol
 import torch
 
 from nas_lightning.errors import UserError
-from nas_lightning.search.strategies import Pool, Strategy, quota
+from nas_lightning.search.pool import Pool, Proposer
+from nas_lightning.search.strategies import Strategy
 from nas_lightning.tasks.oracle import Oracle
 
 log = logging.getLogger(__name__)
@@ -92,20 +93,8 @@ class MetaSearch(Strategy):
         self.init_random, self.init_global = init_random, init_global
         self.local_parents, self.global_every = local_parents, global_every
 
-    def run(self, oracle: Oracle, n_queries: int, generator: torch.Generator) -> None:
-        pool, k = Pool(oracle), quota(oracle, n_queries)
-        stop = oracle.num_queries + k
-        while oracle.num_queries < stop:
-            support_archs, values = oracle.history()
-            targets = (values * oracle.sign).float()
-            cands = self.candidates(oracle, pool, generator)
-            with torch.no_grad():
-                scores = self.scorer(support_archs, targets, cands, generator)
-            scores = torch.nan_to_num(scores.reshape(-1, len(cands)).float(), nan=-float("inf"))
-            picks = self.acquire(scores, cands, min(self.batch, stop - oracle.num_queries), generator)
-            oracle.query(picks)
-            pool.seen[picks] = True
-            log.debug("meta: queried %s (support %d)", picks.tolist(), len(support_archs))
+    def proposer(self, oracle: Oracle, k: int, generator: torch.Generator) -> Proposer:
+        return _MetaForm(self, oracle, k, generator)
 
     def phase(self, num_queries: int) -> str:
         """The large-space schedule: ``"random"``, ``"global"`` or ``"local"`` for the next query
@@ -182,3 +171,29 @@ class MetaSearch(Strategy):
             taken[best] = True
             picks.append(best)
         return cands[torch.tensor(picks, dtype=torch.long)]
+
+
+class _MetaForm:
+    """Meta's ask / tell form: the scorer conditions on what has finished and scores only what is
+    neither finished nor running; a batch is scored once and proposed one by one."""
+
+    def __init__(self, strategy: MetaSearch, oracle: Oracle, k: int, generator: torch.Generator) -> None:
+        self.strategy, self.oracle, self.k, self.generator, self.pool = strategy, oracle, k, generator, Pool(oracle)
+        self.proposed, self.queue = 0, []
+
+    def propose(self) -> int | None:
+        if not self.queue:
+            support_archs, values = self.oracle.history()  # what has finished, in proposal order
+            targets = (values * self.oracle.sign).float()
+            cands = self.strategy.candidates(self.oracle, self.pool, self.generator)  # not finished, not running
+            with torch.no_grad():
+                scores = self.strategy.scorer(support_archs, targets, cands, self.generator)
+            scores = torch.nan_to_num(scores.reshape(-1, len(cands)).float(), nan=-float("inf"))
+            n = min(self.strategy.batch, self.k - self.proposed)
+            self.queue = self.strategy.acquire(scores, cands, n, self.generator).tolist()
+            log.debug("meta: proposing %s (support %d)", self.queue, len(support_archs))
+        self.proposed += 1
+        return self.queue.pop(0)
+
+    def tell(self, arch: int, value: float) -> None:
+        self.pool.signed[int(arch)] = float(value)

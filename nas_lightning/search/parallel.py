@@ -5,7 +5,8 @@ Proposal ``i`` is made once the results of proposals ``0 .. i - workers`` are kn
 finish), hands results to the strategy in proposal order, and never proposes a running
 architecture. What a strategy sees therefore depends on ``workers`` and the seed, never on
 timing: two runs with the same ``workers`` are identical, and ``workers=1`` is exactly the
-sequential :meth:`Strategy.run`. Non-adaptive strategies (random, transfer) and local search
+sequential :meth:`Strategy.run` (the same form, driven one query at a time). Non-adaptive
+strategies (random, transfer) and local search
 (which waits for a whole neighbourhood before it moves) make the same queries for every
 ``workers``; adaptive ones (rea, reinforce, meta) differ across ``workers`` by the lag only.
 
@@ -22,7 +23,6 @@ from typing import Callable
 
 import torch
 
-from nas_lightning.search.proposers import proposer
 from nas_lightning.search.strategies import Strategy, quota
 from nas_lightning.tasks.oracle import Oracle
 
@@ -49,7 +49,7 @@ def run_parallel(strategy: Strategy, oracle: Oracle, n_queries: int, generator: 
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     k = quota(oracle, n_queries)
-    form = proposer(strategy, oracle, k, generator)
+    form = strategy.proposer(oracle, k, generator)
     submit = getattr(oracle, "submit", None)
     collect = getattr(oracle, "collect", None)
     pending: deque[int] = deque()

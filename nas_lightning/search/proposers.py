@@ -1,53 +1,30 @@
-"""How each strategy proposes while results are pending: its asynchronous (ask / tell) form.
+"""How each strategy proposes: its ask / tell form, the one implementation of its moves.
 
-A :class:`Proposer` is made for one run of a strategy on an oracle. ``propose()`` returns the
-next architecture to train given what has finished (``oracle.history()``, in proposal order)
+A :class:`~nas_lightning.search.pool.Proposer` is made for one run of a strategy on an oracle
+(``Strategy.proposer``). ``propose()`` returns the next architecture to train given what has
+finished (``oracle.history()``, in proposal order)
 and what is running (marked seen in the pool: never proposed twice), or ``None`` when the
 strategy's next move needs a pending result; ``tell(arch, signed_value)`` hands it each result,
-in proposal order. With nothing pending at any proposal (one worker) every form makes exactly
-the queries of its strategy's sequential :meth:`~nas_lightning.search.strategies.Strategy.run`:
+in proposal order. :meth:`~nas_lightning.search.strategies.Strategy.run` drives a form one query
+at a time (nothing pending); :func:`~nas_lightning.search.parallel.run_parallel` with several
+workers keeps some pending:
 
 * ``random``, ``transfer``: the same fixed order (they never look at values);
 * ``rea``: asynchronous aging evolution (Real et al.): tournaments among the last ``population``
   *finished* children; random children until that many have finished;
 * ``local``: a neighbourhood is proposed in full; the move waits for all of its values;
 * ``reinforce``: the policy learns from results as they arrive; a pending sample counts as a try;
-* ``meta``: the scorer conditions on what has finished and scores only what is neither
-  finished nor running.
+* ``meta`` (its form lives beside it in :mod:`~nas_lightning.search.meta`): the scorer
+  conditions on what has finished and scores only what is neither finished nor running.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Protocol
-
 import torch
 
-from nas_lightning.search.meta import MetaSearch
-from nas_lightning.search.strategies import (
-    LocalSearch,
-    Pool,
-    RandomSearch,
-    RegularizedEvolution,
-    Reinforce,
-    Strategy,
-    TransferSearch,
-    _AdamPolicy,
-)
+from nas_lightning.search.pool import Pool
+from nas_lightning.spaces import SearchSpace
 from nas_lightning.tasks.oracle import Oracle
-
-
-class Proposer(Protocol):
-    """One run of a strategy in ask / tell form."""
-
-    pool: Pool
-
-    def propose(self) -> int | None:
-        """The next architecture to train, or ``None``: wait for the oldest pending result."""
-        ...
-
-    def tell(self, arch: int, value: float) -> None:
-        """The signed value (higher is better) of a proposed architecture, in proposal order."""
-        ...
 
 
 class _Base:
@@ -58,7 +35,7 @@ class _Base:
         self.pool.signed[int(arch)] = float(value)
 
 
-class _Fixed(_Base):
+class FixedOrder(_Base):
     """A precomputed order (random, transfer)."""
 
     def __init__(self, order: list[int], oracle: Oracle, k: int, generator: torch.Generator) -> None:
@@ -69,39 +46,41 @@ class _Fixed(_Base):
         return self.order.pop(0) if self.order else None
 
 
-def _random(strategy: RandomSearch, oracle: Oracle, k: int, generator: torch.Generator) -> _Fixed:
-    cands = Pool(oracle).unseen()
-    return _Fixed(cands[torch.randperm(len(cands), generator=generator)[:k]].tolist(), oracle, k, generator)
+class Evolution(_Base):
+    """Aging evolution: tournaments among the last ``population`` finished children."""
 
-
-def _transfer(strategy: TransferSearch, oracle: Oracle, k: int, generator: torch.Generator) -> _Fixed:
-    pool = Pool(oracle)
-    archs = oracle.archs[torch.randperm(len(oracle.archs), generator=generator)]
-    archs = archs[pool.fresh(archs)]
-    score = torch.full((len(archs),), -float("inf"), dtype=torch.float64)
-    source = strategy.source
-    known = source.contains(archs)
-    score[known] = torch.nan_to_num(source.sign * source.lookup(archs[known]).double(), nan=-float("inf"))
-    return _Fixed(archs[torch.argsort(score, descending=True, stable=True)[:k]].tolist(), oracle, k, generator)
-
-
-class _Evolution(_Base):
-    def __init__(self, strategy: RegularizedEvolution, oracle: Oracle, k: int, generator: torch.Generator) -> None:
+    def __init__(self, oracle: Oracle, k: int, generator: torch.Generator, population: int, sample_size: int,
+                 max_tries: int) -> None:
         super().__init__(oracle, k, generator)
-        self.strategy, self.finished = strategy, oracle.history()[0].tolist()
+        self.population, self.sample_size, self.max_tries = population, sample_size, max_tries
+        self.finished = oracle.history()[0].tolist()
 
     def propose(self) -> int | None:
-        if len(self.finished) < self.strategy.population:
+        if len(self.finished) < self.population:
             return self.pool.random_unseen(self.generator)
-        return self.strategy._child(self.finished[-self.strategy.population:], self.pool, self.generator)
+        return self._child(self.finished[-self.population:])
 
     def tell(self, arch: int, value: float) -> None:
         super().tell(arch, value)
         self.finished.append(int(arch))
 
+    def _child(self, population: list[int]) -> int:
+        pool, generator = self.pool, self.generator
+        for _ in range(self.max_tries):
+            picks = torch.randperm(len(population), generator=generator)[: self.sample_size].tolist()
+            parent = max((population[i] for i in picks), key=lambda a: pool.signed[a])
+            # a uniform mutation redrawn until it is new == a uniform draw among the new neighbours
+            children = pool.space.neighbours(parent)
+            children = children[pool.fresh(children)]
+            if len(children):
+                return int(children[torch.randint(len(children), (1,), generator=generator)])
+        return pool.random_unseen(generator)
 
-class _Local(_Base):
-    def __init__(self, strategy: LocalSearch, oracle: Oracle, k: int, generator: torch.Generator) -> None:
+
+class Local(_Base):
+    """Best-improvement hill climbing; a move waits for its whole neighbourhood's values."""
+
+    def __init__(self, oracle: Oracle, k: int, generator: torch.Generator) -> None:
         super().__init__(oracle, k, generator)
         best = oracle.best()
         self.current: int | None = None if best is None else best[0]
@@ -131,11 +110,14 @@ class _Local(_Base):
             self.current, self.nbrs = move, None  # None at a local optimum: restart
 
 
-class _Reinforce(_Base):
-    def __init__(self, strategy: Reinforce, oracle: Oracle, k: int, generator: torch.Generator) -> None:
+class Policy(_Base):
+    """REINFORCE: the policy learns from results as they arrive; a pending sample counts as a try."""
+
+    def __init__(self, oracle: Oracle, k: int, generator: torch.Generator, lr: float, betas: tuple[float, float],
+                 momentum: float, max_tries: int) -> None:
         super().__init__(oracle, k, generator)
-        self.strategy = strategy
-        self.policy = _AdamPolicy(oracle.space, strategy.lr, strategy.betas, strategy.momentum)
+        self.max_tries = max_tries
+        self.policy = AdamPolicy(oracle.space, lr, betas, momentum)
         for arch in oracle.history()[0].tolist():
             self.policy.update(arch, self.pool.signed[arch])
         self.tries = 0
@@ -153,7 +135,7 @@ class _Reinforce(_Base):
                 return arch
             else:  # outside the task, or running: no value to learn from yet
                 self.tries += 1
-            if self.tries >= self.strategy.max_tries:
+            if self.tries >= self.max_tries:
                 self.tries = 0
                 return self.pool.random_unseen(self.generator)
 
@@ -162,38 +144,33 @@ class _Reinforce(_Base):
         self.policy.update(int(arch), float(value))
 
 
-class _Meta(_Base):
-    def __init__(self, strategy: MetaSearch, oracle: Oracle, k: int, generator: torch.Generator) -> None:
-        super().__init__(oracle, k, generator)
-        self.strategy, self.proposed, self.queue = strategy, 0, []
+class AdamPolicy:
+    """Per-decision softmax policy trained by REINFORCE with hand-written Adam (decisions with
+    fewer values than the widest have their missing values' logits at -inf)."""
 
-    def propose(self) -> int | None:
-        if not self.queue:
-            support_archs, values = self.oracle.history()  # what has finished, in proposal order
-            targets = (values * self.oracle.sign).float()
-            cands = self.strategy.candidates(self.oracle, self.pool, self.generator)  # not finished, not running
-            with torch.no_grad():
-                scores = self.strategy.scorer(support_archs, targets, cands, self.generator)
-            scores = torch.nan_to_num(scores.reshape(-1, len(cands)).float(), nan=-float("inf"))
-            n = min(self.strategy.batch, self.k - self.proposed)
-            self.queue = self.strategy.acquire(scores, cands, n, self.generator).tolist()
-        self.proposed += 1
-        return self.queue.pop(0)
+    def __init__(self, space: SearchSpace, lr: float, betas: tuple[float, float], momentum: float) -> None:
+        self.space, width = space, max(space.decisions)
+        self.logits = torch.zeros(len(space.decisions), width, dtype=torch.float64)
+        for d, n in enumerate(space.decisions):
+            self.logits[d, n:] = -float("inf")
+        self.m, self.v = torch.zeros_like(self.logits), torch.zeros_like(self.logits)
+        self.lr, self.betas, self.momentum = lr, betas, momentum
+        self.steps, self.baseline = 0, None
 
+    def probs(self) -> torch.Tensor:
+        """Value probabilities per decision, ``[decisions, widest]`` (NB201: ops per edge, ``[6, 5]``)."""
+        e = (self.logits - self.logits.amax(-1, keepdim=True)).exp()
+        return e / e.sum(-1, keepdim=True)
 
-PROPOSERS: dict[type[Strategy], Callable[..., Proposer]] = {
-    RandomSearch: _random, TransferSearch: _transfer, RegularizedEvolution: _Evolution,
-    LocalSearch: _Local, Reinforce: _Reinforce, MetaSearch: _Meta,
-}
-
-
-def proposer(strategy: Strategy, oracle: Oracle, k: int, generator: torch.Generator) -> Proposer:
-    """The asynchronous form of ``strategy`` for ``k`` new queries of ``oracle``.
-
-    Raises:
-        TypeError: for a strategy without an asynchronous form.
-    """
-    for cls in type(strategy).__mro__:
-        if cls in PROPOSERS:
-            return PROPOSERS[cls](strategy, oracle, k, generator)
-    raise TypeError(f"strategy {strategy.name!r} has no asynchronous form")
+    def update(self, arch: int, reward: float) -> None:
+        """One ascent step on ``(reward - baseline) * log p(arch)``, then move the baseline."""
+        self.baseline = reward if self.baseline is None else (
+            self.momentum * self.baseline + (1 - self.momentum) * reward)
+        onehot = torch.nn.functional.one_hot(self.space.choices(arch), self.logits.shape[1]).double()
+        grad = -(reward - self.baseline) * (onehot - self.probs())  # of the loss -adv * log p
+        b1, b2 = self.betas
+        self.steps += 1
+        self.m = b1 * self.m + (1 - b1) * grad
+        self.v = b2 * self.v + (1 - b2) * grad * grad
+        m_hat, v_hat = self.m / (1 - b1**self.steps), self.v / (1 - b2**self.steps)
+        self.logits = self.logits - self.lr * m_hat / (v_hat.sqrt() + 1e-8)

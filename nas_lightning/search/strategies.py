@@ -3,7 +3,10 @@
 Every strategy is stateless between calls: the history lives in the oracle, so ``run`` can be
 called for several rounds on one oracle and each round continues from ``oracle.history()``.
 Values are always compared as ``value * oracle.sign`` (higher is better) and candidates are
-restricted to ``oracle.archs``; moves (neighbours, decisions) come from ``oracle.space``.
+restricted to ``oracle.archs``; moves (neighbours, decisions) come from ``oracle.space``. A
+strategy's moves live in its ask / tell form (:meth:`Strategy.proposer`,
+:mod:`~nas_lightning.search.proposers`): :meth:`Strategy.run` drives it one query at a time,
+:func:`~nas_lightning.search.parallel.run_parallel` with several trainings at once.
 """
 
 from __future__ import annotations
@@ -14,63 +17,14 @@ from abc import ABC, abstractmethod
 import torch
 
 from nas_lightning.errors import UserError
-from nas_lightning.spaces import SearchSpace
+from nas_lightning.search.pool import Pool, Proposer, quota
+from nas_lightning.search.proposers import Evolution, FixedOrder, Local, Policy
 from nas_lightning.tasks.oracle import Oracle
 from nas_lightning.tasks.task import Task
 
 log = logging.getLogger(__name__)
-
-
-def quota(oracle: Oracle, n_queries: int) -> int:
-    """How many new queries a round may spend: ``n_queries`` capped by the budget and unseen archs.
-
-    Raises:
-        UserError: for a negative ``n_queries``.
-    """
-    if n_queries < 0:
-        raise UserError(f"n_queries must be >= 0, got {n_queries}")
-    left = n_queries if oracle.remaining is None else min(n_queries, oracle.remaining)
-    # the oracle only ever records architectures the task holds, so the rest are unseen
-    return max(0, min(left, len(oracle.archs) - oracle.num_queries))
-
-
-class Pool:
-    """Which architectures a search may still query: held by the task and not yet seen.
-
-    Args:
-        oracle: the oracle whose ``archs`` and history define the pool.
-    """
-
-    def __init__(self, oracle: Oracle) -> None:
-        self.allowed = torch.zeros(oracle.space.size, dtype=torch.bool)
-        self.allowed[oracle.archs] = True
-        self.seen = torch.zeros(oracle.space.size, dtype=torch.bool)
-        idx, values = oracle.history()
-        self.seen[idx] = True
-        self.signed: dict[int, float] = dict(zip(idx.tolist(), (values * oracle.sign).tolist()))
-        self._oracle = oracle
-        self.space = oracle.space
-
-    def fresh(self, indices: torch.Tensor) -> torch.Tensor:
-        """Boolean mask: which of ``indices`` are held by the task and unseen."""
-        flat = indices.reshape(-1).long()
-        return (self.allowed.index_select(0, flat) & ~self.seen.index_select(0, flat)).reshape(indices.shape)
-
-    def unseen(self) -> torch.Tensor:
-        """All queryable architectures, ascending."""
-        return torch.nonzero(self.allowed & ~self.seen).flatten()
-
-    def random_unseen(self, generator: torch.Generator) -> int:
-        """One uniformly drawn queryable architecture (callers ensure one exists)."""
-        cands = self.unseen()
-        return int(cands[torch.randint(len(cands), (1,), generator=generator)])
-
-    def ask(self, index: int) -> float:
-        """Query one architecture; returns its signed value (higher is better)."""
-        value = float(self._oracle.query(int(index))[0]) * self._oracle.sign
-        self.seen[int(index)] = True
-        self.signed[int(index)] = value
-        return value
+__all__ = ["LocalSearch", "Pool", "RandomSearch", "RegularizedEvolution", "Reinforce", "Strategy", "TransferSearch",
+           "quota"]
 
 
 class Strategy(ABC):
@@ -79,14 +33,28 @@ class Strategy(ABC):
     name: str = "strategy"
 
     @abstractmethod
+    def proposer(self, oracle: Oracle, k: int, generator: torch.Generator) -> Proposer:
+        """This strategy's ask / tell form for ``k`` new queries of ``oracle``."""
+
     def run(self, oracle: Oracle, n_queries: int, generator: torch.Generator) -> None:
-        """Spend up to ``n_queries`` more distinct queries (never past ``oracle.remaining``).
+        """Spend up to ``n_queries`` more distinct queries (never past ``oracle.remaining``), one at a time.
 
         Args:
             oracle: the target task's oracle; its history is the starting point.
             n_queries: how many new architectures to query at most.
             generator: the only source of randomness (same state, same queries).
+
+        Raises:
+            RuntimeError: if the form waits with nothing pending (a bug in it).
         """
+        k = quota(oracle, n_queries)
+        form = self.proposer(oracle, k, generator)
+        for _ in range(k):
+            arch = form.propose()
+            if arch is None:
+                raise RuntimeError(f"strategy {self.name!r} proposed nothing with nothing pending")
+            form.pool.seen[int(arch)] = True
+            form.tell(int(arch), float(oracle.query(int(arch))[0]) * oracle.sign)
 
 
 class RandomSearch(Strategy):
@@ -94,11 +62,9 @@ class RandomSearch(Strategy):
 
     name = "random"
 
-    def run(self, oracle: Oracle, n_queries: int, generator: torch.Generator) -> None:
-        pool, k = Pool(oracle), quota(oracle, n_queries)
-        cands = pool.unseen()
-        oracle.query(cands[torch.randperm(len(cands), generator=generator)[:k]])
-
+    def proposer(self, oracle: Oracle, k: int, generator: torch.Generator) -> Proposer:
+        cands = Pool(oracle).unseen()
+        return FixedOrder(cands[torch.randperm(len(cands), generator=generator)[:k]].tolist(), oracle, k, generator)
 
 class RegularizedEvolution(Strategy):
     """Regularized (aging) evolution: tournament, mutate the winner, the oldest dies.
@@ -124,27 +90,8 @@ class RegularizedEvolution(Strategy):
                             f"population={population}, sample_size={sample_size}, max_tries={max_tries}")
         self.population, self.sample_size, self.max_tries = population, sample_size, max_tries
 
-    def run(self, oracle: Oracle, n_queries: int, generator: torch.Generator) -> None:
-        pool, k = Pool(oracle), quota(oracle, n_queries)
-        archs = oracle.history()[0].tolist()
-        for _ in range(k):
-            if len(archs) < self.population:
-                child = pool.random_unseen(generator)
-            else:
-                child = self._child(archs[-self.population:], pool, generator)
-            pool.ask(child)
-            archs.append(child)
-
-    def _child(self, population: list[int], pool: Pool, generator: torch.Generator) -> int:
-        for _ in range(self.max_tries):
-            picks = torch.randperm(len(population), generator=generator)[: self.sample_size].tolist()
-            parent = max((population[i] for i in picks), key=lambda a: pool.signed[a])
-            # a uniform mutation redrawn until it is new == a uniform draw among the new neighbours
-            children = pool.space.neighbours(parent)
-            children = children[pool.fresh(children)]
-            if len(children):
-                return int(children[torch.randint(len(children), (1,), generator=generator)])
-        return pool.random_unseen(generator)
+    def proposer(self, oracle: Oracle, k: int, generator: torch.Generator) -> Proposer:
+        return Evolution(oracle, k, generator, self.population, self.sample_size, self.max_tries)
 
 
 class LocalSearch(Strategy):
@@ -157,28 +104,8 @@ class LocalSearch(Strategy):
 
     name = "local"
 
-    def run(self, oracle: Oracle, n_queries: int, generator: torch.Generator) -> None:
-        pool, k = Pool(oracle), quota(oracle, n_queries)
-        stop = oracle.num_queries + k
-        best = oracle.best()
-        current: int | None = None if best is None else best[0]
-        while oracle.num_queries < stop:
-            if current is None:
-                current = pool.random_unseen(generator)
-                pool.ask(current)
-                continue
-            nbrs = oracle.space.neighbours(current)
-            nbrs = nbrs[pool.allowed[nbrs]]
-            nbrs = nbrs[torch.randperm(len(nbrs), generator=generator)].tolist()
-            move, move_value = None, pool.signed[current]
-            for nb in nbrs:
-                if nb not in pool.signed:
-                    if oracle.num_queries >= stop:
-                        return
-                    pool.ask(nb)
-                if pool.signed[nb] > move_value:
-                    move, move_value = nb, pool.signed[nb]
-            current = move  # None at a local optimum: restart
+    def proposer(self, oracle: Oracle, k: int, generator: torch.Generator) -> Proposer:
+        return Local(oracle, k, generator)
 
 
 class Reinforce(Strategy):
@@ -208,61 +135,8 @@ class Reinforce(Strategy):
                             f"lr={lr}, momentum={momentum}, max_tries={max_tries}")
         self.lr, self.momentum, self.max_tries = lr, momentum, max_tries
 
-    def run(self, oracle: Oracle, n_queries: int, generator: torch.Generator) -> None:
-        pool, k = Pool(oracle), quota(oracle, n_queries)
-        stop = oracle.num_queries + k
-        policy = _AdamPolicy(oracle.space, self.lr, self.betas, self.momentum)
-        for arch in oracle.history()[0].tolist():
-            policy.update(arch, pool.signed[arch])
-        tries = 0
-        while oracle.num_queries < stop:
-            choices = torch.multinomial(policy.probs(), 1, generator=generator).flatten()
-            arch = int(oracle.space.from_choices(choices))  # -1: not an architecture of the space
-            if arch in pool.signed:
-                policy.update(arch, pool.signed[arch])
-                tries += 1
-            elif arch >= 0 and pool.allowed[arch]:
-                policy.update(arch, pool.ask(arch))
-                tries = 0
-                continue
-            else:
-                tries += 1
-            if tries >= self.max_tries:
-                arch = pool.random_unseen(generator)
-                policy.update(arch, pool.ask(arch))
-                tries = 0
-
-
-class _AdamPolicy:
-    """Per-decision softmax policy trained by REINFORCE with hand-written Adam (decisions with
-    fewer values than the widest have their missing values' logits at -inf)."""
-
-    def __init__(self, space: SearchSpace, lr: float, betas: tuple[float, float], momentum: float) -> None:
-        self.space, width = space, max(space.decisions)
-        self.logits = torch.zeros(len(space.decisions), width, dtype=torch.float64)
-        for d, n in enumerate(space.decisions):
-            self.logits[d, n:] = -float("inf")
-        self.m, self.v = torch.zeros_like(self.logits), torch.zeros_like(self.logits)
-        self.lr, self.betas, self.momentum = lr, betas, momentum
-        self.steps, self.baseline = 0, None
-
-    def probs(self) -> torch.Tensor:
-        """Value probabilities per decision, ``[decisions, widest]`` (NB201: ops per edge, ``[6, 5]``)."""
-        e = (self.logits - self.logits.amax(-1, keepdim=True)).exp()
-        return e / e.sum(-1, keepdim=True)
-
-    def update(self, arch: int, reward: float) -> None:
-        """One ascent step on ``(reward - baseline) * log p(arch)``, then move the baseline."""
-        self.baseline = reward if self.baseline is None else (
-            self.momentum * self.baseline + (1 - self.momentum) * reward)
-        onehot = torch.nn.functional.one_hot(self.space.choices(arch), self.logits.shape[1]).double()
-        grad = -(reward - self.baseline) * (onehot - self.probs())  # of the loss -adv * log p
-        b1, b2 = self.betas
-        self.steps += 1
-        self.m = b1 * self.m + (1 - b1) * grad
-        self.v = b2 * self.v + (1 - b2) * grad * grad
-        m_hat, v_hat = self.m / (1 - b1**self.steps), self.v / (1 - b2**self.steps)
-        self.logits = self.logits - self.lr * m_hat / (v_hat.sqrt() + 1e-8)
+    def proposer(self, oracle: Oracle, k: int, generator: torch.Generator) -> Proposer:
+        return Policy(oracle, k, generator, self.lr, self.betas, self.momentum, self.max_tries)
 
 
 class TransferSearch(Strategy):
@@ -279,12 +153,12 @@ class TransferSearch(Strategy):
     def __init__(self, source: Task) -> None:
         self.source = source
 
-    def run(self, oracle: Oracle, n_queries: int, generator: torch.Generator) -> None:
-        pool, k = Pool(oracle), quota(oracle, n_queries)
+    def proposer(self, oracle: Oracle, k: int, generator: torch.Generator) -> Proposer:
+        pool = Pool(oracle)
         archs = oracle.archs[torch.randperm(len(oracle.archs), generator=generator)]
         archs = archs[pool.fresh(archs)]
         score = torch.full((len(archs),), -float("inf"), dtype=torch.float64)
         known = self.source.contains(archs)
         score[known] = torch.nan_to_num(self.source.sign * self.source.lookup(archs[known]).double(), nan=-float("inf"))
         order = torch.argsort(score, descending=True, stable=True)
-        oracle.query(archs[order[:k]])
+        return FixedOrder(archs[order[:k]].tolist(), oracle, k, generator)
