@@ -224,3 +224,19 @@ def test_user_errors_name_the_choices(cifar10: Task) -> None:
         Reinforce(momentum=1.0)
     with pytest.raises(UserError, match="-1"):
         quota(TableOracle(cifar10, 5), -1)
+
+
+GOLDEN = {  # the first 15 queries after a 3-query history, recorded with the code before the ask / tell rewrite
+    "random": [10577, 9622, 10698, 2345, 9290, 1620, 10444, 14528, 6018, 9740, 13446, 12408, 9991, 8194, 10735],
+    "rea": [10577, 9621, 10698, 2342, 9287, 1615, 10442, 1323, 10417, 10402, 10407, 1067, 12292, 2917, 10292],
+    "local": [1251, 12501, 26, 2501, 9376, 51, 11, 626, 6251, 21, 3, 251, 16, 501, 126],
+    "transfer": [11667, 11668, 11043, 11542, 11292, 11663, 11788, 11038, 11042, 11662, 11543, 11413, 9787, 11793, 8538],
+}
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN))
+def test_results_do_not_move(name: str, cifar10: Task, cifar100: Task) -> None:
+    oracle = TableOracle(cifar100, budget=40, seed=0)
+    oracle.query(cifar100.archs[:3])
+    make_strategy(name, source=cifar10).run(oracle, 20, torch.Generator().manual_seed(0))
+    assert oracle.history()[0].tolist()[3:18] == GOLDEN[name]
