@@ -203,7 +203,7 @@ def missed(what: str, res: dict[str, Any]) -> list[str]:
             out.append(f"meta's mean gap above 0.5 points on {len(t['over'])} of {t['cases']} device-limits "
                        f"(mean over all {t['gap']:.3f}, satisfied {t['satisfied']:.3f})")
         if t and not (t["gap_met"] and t["satisfied_met"]):
-            out.append(f"meta's mean gap {_f3(t['gap'])} (target 0.5), satisfied {t['satisfied']:.3f} (target 0.95)")
+            out.append(f"meta's mean gap {common.f3(t['gap'])} (target 0.5), satisfied {t['satisfied']:.3f} (target 0.95)")
     elif what == "devices" and not res.get("tiny") and not res.get("skipped"):
         from nas_lightning.bench.devices import TARGET_K10, targets
 
@@ -217,9 +217,6 @@ def missed(what: str, res: dict[str, Any]) -> list[str]:
                        + " (target +0.01 at K = 10, more at K = 5)")
     return out
 
-
-def _f3(x: float | None) -> str:
-    return "-" if x is None else f"{x:.3f}"
 
 
 def closing_note(out: Path, kept: dict[str, str] | None = None) -> str:

@@ -138,6 +138,11 @@ def table(headers: list[str], rows: list[list[Any]]) -> str:
     return "\n".join([line(cells[0]), "|" + "|".join("-" * (w + 1) + ":" for w in widths) + "|"] + [line(r) for r in cells[1:]])
 
 
+def f3(x: float | None) -> str:
+    """A figure with three decimals, or ``-`` when there is none."""
+    return "-" if x is None else f"{x:.3f}"
+
+
 def verdict(ok: bool | None) -> str:
     """How a target came out: met, MISSED, or not judged (a tiny run)."""
     return "not judged (tiny configuration)" if ok is None else ("met" if ok else "MISSED")

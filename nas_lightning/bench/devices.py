@@ -215,9 +215,9 @@ def markdown(res: dict[str, Any]) -> str:
     t = targets(res["variants"][first])
     if res.get("tiny"):
         t.update(blend_k10_met=None, transfer_gap_met=None, greedy_gain_met=None)
-    out += ["", f"- target: blend's mean Spearman at K = 10 >= {TARGET_K10}: {_f(t['blend_k10'])} "
+    out += ["", f"- target: blend's mean Spearman at K = 10 >= {TARGET_K10}: {common.f3(t['blend_k10'])} "
             f"({common.verdict(t['blend_k10_met'])})",
-            f"- target: blend never below transfer by more than 0.005 on a device: worst {_f(t['worst_blend_minus_transfer'])}"
+            f"- target: blend never below transfer by more than 0.005 on a device: worst {common.f3(t['worst_blend_minus_transfer'])}"
             f" on {t['worst_device']} ({common.verdict(t['transfer_gap_met'])})",
             "- target: greedy supports beat random draws (meta) by >= 0.01 at K = 10 and by more at K = 5: "
             + ", ".join(f"K = {k}: {v:+.3f}" for k, v in t["greedy_gain"].items()) + f" ({common.verdict(t['greedy_gain_met'])})"]
@@ -227,7 +227,3 @@ def markdown(res: dict[str, Any]) -> str:
             + (f" ({reused} fold checkpoints reused from the workdir)" if reused else "")
             + f"; whole benchmark {res['seconds'] / 60:.1f} min."]
     return "\n".join(out)
-
-
-def _f(x: float | None) -> str:
-    return "-" if x is None else f"{x:.3f}"

@@ -38,11 +38,12 @@ from nas_lightning.models.module import MetaPredictor
 from nas_lightning.models.scoring import PredictorScorer
 from nas_lightning.search import make_strategy
 from nas_lightning.search.meta import MetaSearch
-from nas_lightning.search.ranking import rank_only
+from nas_lightning.search.ranking import rank_only, support_draw
 from nas_lightning.search.runner import run_comparison
 from nas_lightning.spaces import NBG
 from nas_lightning.spaces.nbg_tables import DATASETS
 from nas_lightning.tasks.nbg import load_nbg
+from nas_lightning.tasks.oracle import TableOracle
 from nas_lightning.tasks.task import Task
 
 log = logging.getLogger(__name__)
@@ -95,9 +96,8 @@ def ridge_spearman(task: Task, others: list[Task], k: int, draws: int, alpha: fl
     x = torch.stack([_z(t.table.double()) * t.sign for t in others], 1)  # [n, S], rows in index order
     out = []
     for seed in range(draws):
-        gen = torch.Generator().manual_seed(seed)
-        chosen = task.archs[torch.randperm(task.size, generator=gen)[:k]]
-        y = task.lookup(chosen).double() * task.sign  # the K support values, as rank_only's oracle answers them
+        chosen = support_draw(task, k, seed)
+        y = TableOracle(task, budget=k).query(chosen).double() * task.sign  # the K support values, through an oracle
         y = (y - y.mean()) / y.std().clamp_min(1e-12)
         xs = x[chosen]
         w = torch.linalg.solve(xs.T @ xs + alpha * torch.eye(x.shape[1], dtype=x.dtype), xs.T @ y)

@@ -52,14 +52,11 @@ def missed(res: dict[str, Any]) -> list[str]:
     return out
 
 
-def _f(x: float | None) -> str:
-    return "-" if x is None else f"{x:.3f}"
-
 
 def _rank_table(folds: dict[str, Any], k: str) -> str:
     methods = [m for m in RANK_LABELS if all(m in f["rank"][k] for f in folds.values())]
-    rows = [[d, *[_f(f["rank"][k][m]["spearman_mean"]) for m in methods]] for d, f in folds.items()]
-    rows.append(["**mean**", *[f"**{_f(statistics.fmean(f['rank'][k][m]['spearman_mean'] for f in folds.values()))}**"
+    rows = [[d, *[common.f3(f["rank"][k][m]["spearman_mean"]) for m in methods]] for d, f in folds.items()]
+    rows.append(["**mean**", *[f"**{common.f3(statistics.fmean(f['rank'][k][m]['spearman_mean'] for f in folds.values()))}**"
                                for m in methods]])
     return common.table(["held out", *[RANK_LABELS[m] for m in methods]], rows)
 

@@ -124,14 +124,14 @@ def markdown(res: dict[str, Any]) -> str:
            "budget; q-to-opt = median queries until the optimum was queried (- : found by fewer than half the seeds)."]
     for dataset, r in res["nb201"].items():
         ms = regret_marks(res["budget"])
-        rows = [[name, *[_f(s["regret_at"][str(m)]) for m in ms], f"{s['hit_rate'][str(ms[-1])]:.2f}",
+        rows = [[name, *[common.f3(s["regret_at"][str(m)]) for m in ms], f"{s['hit_rate'][str(ms[-1])]:.2f}",
                  "-" if s["queries_to_optimum_median"] is None else s["queries_to_optimum_median"], f"{s['seconds_per_run']:.2f}"]
                 for name, s in r["strategies"].items()]
         out += ["", f"**{dataset}** (target `{r['task']}`, checkpoint `runs/{r['run']}`, transfer from `{r['transfer_source']}`, "
                 f"optimum {r['optimum']['value']:.2f}); `{r['command']}`", "",
                 common.table(["strategy", *[f"regret@{m}" for m in ms], f"hit@{ms[-1]}", "q-to-opt", "s / run"], rows)]
         if "noisy" in r:
-            rows = [[name, *[_f(s["regret_at"][str(m)]) for m in ms], f"{s['hit_rate'][str(ms[-1])]:.2f}",
+            rows = [[name, *[common.f3(s["regret_at"][str(m)]) for m in ms], f"{s['hit_rate'][str(ms[-1])]:.2f}",
                      "-" if s["queries_to_optimum_median"] is None else s["queries_to_optimum_median"]]
                     for name, s in r["noisy"]["strategies"].items()]
             out += ["", f"*{dataset}, noisy oracle* (each query answers one sampled training seed; regret is scored on "
@@ -156,9 +156,6 @@ def markdown(res: dict[str, Any]) -> str:
     out += ["", f"Whole benchmark: {res['seconds'] / 60:.1f} min (limit 30 min: {common.verdict(res['within_30_min'])})."]
     return "\n".join(out)
 
-
-def _f(x: float | None) -> str:
-    return "-" if x is None else f"{x:.3f}"
 
 
 def _sp(r: dict[str, float] | None) -> str:

@@ -14,6 +14,7 @@ meta weight).
 from __future__ import annotations
 
 import torch
+from torchmetrics.functional import spearman_corrcoef
 
 from nas_lightning.models.module import MetaPredictor
 from nas_lightning.models.scoring import score_sets
@@ -57,18 +58,32 @@ def _line(x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     return a, float(y.mean()) - a * float(x.mean())
 
 
-def matched(sources: list[Task], support: torch.Tensor, targets: torch.Tensor) -> tuple[Task | None, float, float]:
-    """The source agreeing best (Spearman) with ``targets`` on ``support`` and its linear map onto
-    the targets' units: ``(source, a, b)``; ``(None, 0, 0)`` when none holds the whole support."""
-    best, best_r, line = None, float("-inf"), (0.0, 0.0)
+def best_source(sources: list[Task], support: torch.Tensor, targets: torch.Tensor,
+                min_inside: int = 3) -> tuple[Task | None, float]:
+    """The source whose values agree best (Spearman, direction folded in) with the support.
+
+    Reads only the support's values (``targets``, higher is better) and the sources' own tables.
+    Sources holding fewer than ``min_inside`` of the support architectures are skipped.
+    """
+    best, best_r = None, float("-inf")
     for src in sources:
-        if not bool(src.contains(support).all()):
+        inside = src.contains(support)
+        if int(inside.sum()) < min_inside:
             continue
-        vals = (src.lookup(support) * src.sign).double()
-        r = float(spearman(vals, targets.double()))
-        if r > best_r:
-            best, best_r, line = src, r, _line(vals, targets)
-    return best, *line
+        r = float(spearman_corrcoef((src.lookup(support[inside]) * src.sign).double(), targets[inside].double()))
+        if r == r and r > best_r:
+            best, best_r = src, r
+    return best, best_r
+
+
+def matched(sources: list[Task], support: torch.Tensor, targets: torch.Tensor) -> tuple[Task | None, float, float]:
+    """The source agreeing best with ``targets`` among those holding the whole support
+    (:func:`best_source`, from 2 points) and its linear map onto the targets' units:
+    ``(source, a, b)``; ``(None, 0, 0)`` when there is none."""
+    src, _ = best_source([s for s in sources if bool(s.contains(support).all())], support, targets, min_inside=2)
+    if src is None:
+        return None, 0.0, 0.0
+    return src, *_line((src.lookup(support) * src.sign).double(), targets)
 
 
 def leave_one_out(module: MetaPredictor, sources: list[Task], support: torch.Tensor, targets: torch.Tensor,

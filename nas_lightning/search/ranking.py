@@ -22,7 +22,7 @@ from nas_lightning.models import maml
 from nas_lightning.models.module import MetaPredictor
 from nas_lightning.models.predictors import PREDICTORS
 from nas_lightning.models.scoring import score, standardise
-from nas_lightning.search.blend import blended
+from nas_lightning.search.blend import best_source, blended
 from nas_lightning.tasks.csvtable import load_csv
 from nas_lightning.tasks.oracle import TableOracle
 from nas_lightning.tasks.spec import TaskSpec
@@ -125,29 +125,17 @@ def csv_sources(names: list[str], exclude: str | None = None,
     return found, missing
 
 
-def best_source(sources: list[Task], support: torch.Tensor, targets: torch.Tensor) -> tuple[Task | None, float]:
-    """The source whose values agree best (Spearman, direction folded in) with the support.
-
-    Reads only the support's values (``targets``, higher is better) and the sources' own tables.
-    Sources holding fewer than 3 of the support architectures are skipped.
-    """
-    best, best_r = None, float("-inf")
-    for src in sources:
-        inside = src.contains(support)
-        if int(inside.sum()) < 3:
-            continue
-        r = float(spearman_corrcoef((src.lookup(support[inside]) * src.sign).double(), targets[inside].double()))
-        if r == r and r > best_r:
-            best, best_r = src, r
-    return best, best_r
-
-
 def _as_ranking(source: Task, archs: torch.Tensor) -> torch.Tensor:
     """A source table as a ranking of ``archs`` (higher is better); absent ones rank last."""
     inside = source.contains(archs)
     ranked = torch.full((len(archs),), float("nan"))
     ranked[inside] = (source.lookup(archs[inside]) * source.sign).float()
     return torch.nan_to_num(ranked, nan=float(ranked[inside].min()) if inside.any() else 0.0)
+
+
+def support_draw(task: Task, k: int, seed: int) -> torch.Tensor:
+    """Draw ``seed``'s ``k`` support architectures of ``task`` (every method of a draw ranks from them)."""
+    return task.archs[torch.randperm(task.size, generator=torch.Generator().manual_seed(seed))[:k]]
 
 
 def rank_only(task: Task, module: MetaPredictor | None, support: int, seeds: int,
@@ -184,11 +172,7 @@ def rank_only(task: Task, module: MetaPredictor | None, support: int, seeds: int
     draws = 1 if support_archs is not None else seeds
     for seed in range(first_seed, first_seed + draws):
         oracle = TableOracle(task, budget=support, seed=seed)
-        if support_archs is None:
-            gen = torch.Generator().manual_seed(seed)
-            chosen = task.archs[torch.randperm(task.size, generator=gen)[:support]]
-        else:
-            chosen = support_archs
+        chosen = support_draw(task, support, seed) if support_archs is None else support_archs
         targets = (oracle.query(chosen) * oracle.sign).float()
         view = oracle.evaluation_only()  # evaluation only: the truth the rankings are scored on
         archs, truth = view.archs, view.values() * oracle.sign

@@ -133,7 +133,7 @@ def kmeans(features: torch.Tensor, k: int, iters: int = 25, seed: int = 0) -> to
 
 
 def greedy(module: MetaPredictor, k: int, tables: list[Task], candidates: torch.Tensor, pool: int = 96,
-           evaluate: int = 400, seed: int = 0, worst: float = 1.0) -> torch.Tensor:
+           evaluate: int = 400, seed: int = 0) -> torch.Tensor:
     """``k`` architectures picked one at a time, each the ``pool`` cell that maximises the mean
     Spearman (over ``tables``, on ``evaluate`` cells) of the predictor adapted on the picks so far
     plus it. Pool and evaluation cells are drawn (seeded) among ``candidates`` that every table holds.
@@ -163,8 +163,7 @@ def greedy(module: MetaPredictor, k: int, tables: list[Task], candidates: torch.
             vals = (t.lookup(sets.reshape(-1)) * t.sign).reshape(sets.shape).float()
             pred = score_sets(module, sets, vals, evals, t.direction == "max").cpu().double()
             fits[i] = spearman(pred, y) if sets.shape[1] >= 2 else 0.0
-        n = max(1, round(worst * len(tables)))  # the mean over the n tables each candidate serves worst
-        fit = fits.sort(0).values[:n].mean(0)
+        fit = fits.mean(0)
         picked.append(int(fresh[int(torch.argmax(fit))]) if sets.shape[1] >= 2 else int(fresh[0]))
         log.debug("greedy pick %d: Spearman %.4f", len(picked), float(fit.max()))
     return torch.tensor(picked, dtype=torch.long)
