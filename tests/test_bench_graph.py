@@ -60,7 +60,7 @@ def test_tiny_fold_end_to_end(tmp_path: Path) -> None:
     assert res["targets"] is None and "## NAS-Bench-Graph" in report
     (held, fold), = res["folds"].items()
     schedule = fold["compare"]["meta_schedule"]
-    assert schedule["large_space"] and f"mutations of the {schedule['local_parents']} best measured" in report
+    assert schedule["large_space"] and "mutations of the best measured architecture" in report
     assert held not in fold["trained_on"] and fold["training"]["wall_s"] > 0
     assert "nbg/" + held not in fold["training"]["train_command"]  # the held-out tables never reach training
     for row in fold["rank"].values():

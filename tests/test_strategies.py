@@ -155,16 +155,19 @@ def test_meta_mutation_mode_scores_few_candidates(cifar10: Task, cifar100: Task)
     assert torch.isin(NB201.neighbours(best), cands).any()  # mutations of the best are candidates
 
 
-def test_meta_large_space_schedule_scores_mutations_of_the_measured_best(cifar10: Task, cifar100: Task) -> None:
-    """Above max_candidates: 5 random queries, global picks up to 10 and every 4th after, and
-    otherwise only the unqueried neighbours of the 2 best measured architectures are scored."""
+@pytest.mark.parametrize(("schedule", "local_run", "globals_after"), [({}, 7, 2), ({"local_parents": 2, "global_every": 4}, 3, 5)])
+def test_meta_large_space_schedule_scores_mutations_of_the_measured_best(cifar10: Task, cifar100: Task, schedule: dict,
+                                                                         local_run: int, globals_after: int) -> None:
+    """Above max_candidates: 5 random queries, global picks up to 10 and every ``global_every``-th
+    after (defaults: 8th), and otherwise only the unqueried neighbours of the ``local_parents`` best
+    measured architectures that have any (default: the best) are scored."""
     scorer, oracle = TableScorer(cifar100), TableOracle(cifar10, 30, seed=0)
-    meta = MetaSearch(scorer, max_candidates=100)
+    meta = MetaSearch(scorer, max_candidates=100, **schedule)
     meta.run(oracle, 30, torch.Generator().manual_seed(0))
     assert oracle.num_queries == 30 == len(scorer.calls)
     phases = [meta.phase(len(c[0])) for c in scorer.calls]
-    assert phases[:14] == ["random"] * 5 + ["global"] * 5 + ["local"] * 3 + ["global"]
-    assert phases.count("global") == 5 + 5 and phases.count("local") == 15
+    assert phases[:11 + local_run] == ["random"] * 5 + ["global"] * 5 + ["local"] * local_run + ["global"]
+    assert phases.count("global") == 5 + globals_after and phases.count("local") == 20 - globals_after
     for (support, targets, cands), phase in zip(scorer.calls, phases):
         assert not torch.isin(cands, support).any()
         if phase == "random":
@@ -179,7 +182,7 @@ def test_meta_large_space_schedule_scores_mutations_of_the_measured_best(cifar10
                 if new:
                     expected |= new
                     parents += 1
-                if parents == 2:
+                if parents == meta.local_parents:
                     break
             assert set(cands.tolist()) == expected
     top = set(torch.topk(cifar100.values(), 5).indices.tolist())  # the scorer's favourites overall

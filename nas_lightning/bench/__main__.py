@@ -64,6 +64,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--first-draw", type=int, default=0, help="devices: seed of the first support draw (default 0; "
                    "another value gives fresh draws)")
     p.add_argument("--ks", type=int, nargs="+", help="devices: support sizes (default 3 5 10 20 50)")
+    p.add_argument("--first-seed", type=int, default=0, help="graph: seed of the first search run (default 0; "
+                   "another value gives fresh runs; the ranking's support draws are unchanged)")
+    p.add_argument("--schedule", type=int, nargs=2, metavar=("PARENTS", "EVERY"), help="graph: meta's large-space "
+                   "schedule instead of MetaSearch's defaults: mutations of the PARENTS best, a global pick every EVERY-th")
     p.add_argument("--markdown", default=str(common.ROOT / "BENCHMARKS.md"), help="report: the file to write")
     return p
 
@@ -109,7 +113,9 @@ def run_one(what: str, args: argparse.Namespace) -> dict[str, Any]:
     if what == "graph":
         from nas_lightning.bench import graph as mod
 
-        return mod.run(args.tiny, dev, args.ckpt_dir or (None if args.tiny else args.out), args.seeds)
+        schedule = dict(zip(("local_parents", "global_every"), args.schedule)) if args.schedule else None
+        return mod.run(args.tiny, dev, args.ckpt_dir or (None if args.tiny else args.out), args.seeds,
+                       first_seed=args.first_seed, schedule=schedule)
     from nas_lightning.bench import search as mod
 
     return mod.run(args.tiny, dev, args.ckpt_dir or (None if args.tiny else args.out), args.seeds)

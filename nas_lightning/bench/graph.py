@@ -149,12 +149,14 @@ def meta_schedule(meta: MetaSearch, size: int) -> dict[str, Any]:
     return {"large_space": size > meta.max_candidates, **{k: getattr(meta, k) for k in keys}}
 
 
-def compare_fold(held: str, module: MetaPredictor, mean: Task, budget: int, seeds: int) -> dict[str, Any]:
-    """The search comparison on ``nbg/<held>/val_acc``, scored on validation and, after the fact, on test."""
+def compare_fold(held: str, module: MetaPredictor, mean: Task, budget: int, seeds: list[int],
+                 schedule: dict[str, int] | None = None) -> dict[str, Any]:
+    """The search comparison on ``nbg/<held>/val_acc``, scored on validation and, after the fact, on test.
+    ``schedule``: :class:`MetaSearch` arguments replacing its defaults (``local_parents``, ``global_every``)."""
     task = load_nbg(held, "val_acc")
     scorer = PredictorScorer(module, True, 8)  # search.py compare's defaults: 8 members, beta 0.5
-    meta = make_strategy("meta", scorer=scorer, beta=0.5)
-    factories = {"meta": lambda: make_strategy("meta", scorer=scorer, beta=0.5),
+    meta = MetaSearch(scorer, beta=0.5, **(schedule or {}))
+    factories = {"meta": lambda: MetaSearch(scorer, beta=0.5, **(schedule or {})),
                  "transfer": lambda: make_strategy("transfer", source=mean),
                  **{n: (lambda n=n: make_strategy(n)) for n in STRATEGIES[2:]}}
     results = run_comparison(task, factories, budget, seeds)
@@ -179,16 +181,18 @@ def compare_fold(held: str, module: MetaPredictor, mean: Task, budget: int, seed
 
 
 def run(tiny: bool = False, device: str = "cpu", ckpt_dir: str | None = None, seeds: int | None = None,
-        budget: int | None = None) -> dict[str, Any]:
+        budget: int | None = None, first_seed: int = 0, schedule: dict[str, int] | None = None) -> dict[str, Any]:
     """The whole benchmark; returns the JSON-ready result. ``ckpt_dir`` keeps the folds' checkpoints
-    (reused when present); without it they are trained in a temporary folder."""
+    (reused when present); without it they are trained in a temporary folder. The searches use the
+    seeds ``first_seed, ..., first_seed + seeds - 1`` (the ranking's support draws always start at 0);
+    ``schedule`` replaces meta's large-space defaults (see :func:`compare_fold`)."""
     seeds, budget = seeds or (1 if tiny else 20), budget or (5 if tiny else 100)
     ks = [3] if tiny else [10, 50]
     datasets = DATASETS[:3] if tiny else DATASETS  # tiny: three datasets, one held out
     held_out = datasets[:1] if tiny else datasets
     start = time.perf_counter()
     res: dict[str, Any] = {"benchmark": "graph", "machine": common.machine(), "tiny": tiny, "seeds": seeds,
-                           "draws": seeds, "budget": budget, "ks": ks, "datasets": list(datasets), "folds": {}}
+                           "draws": seeds, "first_seed": first_seed, "budget": budget, "ks": ks, "datasets": list(datasets), "folds": {}}
     with tempfile.TemporaryDirectory(prefix="nas_bench_graph_") as tmp:
         root = Path(ckpt_dir).resolve() if ckpt_dir else Path(tmp)
         res["ckpt_dir"] = str(root) if ckpt_dir else None
@@ -203,7 +207,7 @@ def run(tiny: bool = False, device: str = "cpu", ckpt_dir: str | None = None, se
             fold_start = time.perf_counter()
             ranked = rank_fold(held, module, pretrained, others, ks, seeds)
             mean = mean_source([load_nbg(o, "val_acc") for o in others])
-            compared = compare_fold(held, module, mean, budget, seeds)
+            compared = compare_fold(held, module, mean, budget, list(range(first_seed, first_seed + seeds)), schedule)
             res["folds"][held] = {"trained_on": others, "checkpoint": str(ckpt), "pretrained": str(pre),
                                   "training": training, "pretrain_training": pre_training, "rank": ranked,
                                   "compare": compared, "seconds": time.perf_counter() - fold_start}

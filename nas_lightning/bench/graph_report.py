@@ -86,7 +86,9 @@ def _meta_words(s: dict[str, Any] | None) -> str:
     if picked:
         parts.append(f"{' and '.join(picked)} picked among the mutations of the {s['num_parents']} best measured "
                      f"plus up to {s['max_candidates']:,} random architectures; ")
-    parts.append(f"all other queries picked among the unqueried mutations of the {s['local_parents']} best measured. ")
+    best = "best measured architecture" if s["local_parents"] == 1 else f"{s['local_parents']} best measured"
+    parts.append(f"all other queries picked among the unqueried mutations of the {best} (the next best once none "
+                 "are left). ")
     return f"meta (UCB over the predictor's bootstrap members, beta {s['beta']}): " + "".join(parts)
 
 
@@ -105,7 +107,8 @@ def markdown(res: dict[str, Any]) -> str:
                 "best with the support (any metric, or val_acc tables only); ridge mix = ridge (alpha 1) over "
                 "the others' standardised val_acc fitted on the support.", "", _rank_table(folds, k)]
     b = res["budget"]
-    out += ["", f"### Search, budget {b}, {res['seeds']} seeds", "",
+    first = res.get("first_seed", 0)
+    out += ["", f"### Search, budget {b}, {res['seeds']} seeds ({first}-{first + res['seeds'] - 1})", "",
             "Searching val_acc; transfer queries in the order of the mean of the other datasets. "
             + _meta_words(next(iter(folds.values()))["compare"].get("meta_schedule")) + f"Validation regret "
             f"at {b} queries (accuracy as a fraction, mean over seeds):", "", _compare_table(folds, "val_regret", ".4f"),
