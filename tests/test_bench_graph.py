@@ -12,6 +12,7 @@ import torch
 from nas_lightning.bench import __main__ as bench
 from nas_lightning.bench import graph
 from nas_lightning.bench.graph_report import missed, targets
+from nas_lightning.errors import UserError
 from nas_lightning.spaces import NBG
 from nas_lightning.tasks.task import Task
 
@@ -50,6 +51,12 @@ def test_targets_judge_the_issue_figures() -> None:
     bad = {"ks": [10], "folds": {**good["folds"], "d0": fold(0.1, 0.9, None, 0.02)}}
     bad["targets"] = targets(bad)
     assert not bad["targets"]["regret_below_rea"]["met"] and "d0" in missed(bad)[-1]
+
+
+def test_bad_schedule_fails_before_any_training(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="local_parents >= 1"):
+        bench.main(["graph", "--tiny", "--out", str(tmp_path / "out"), "--schedule", "0", "4"])
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.slow  # two tiny trainings in subprocesses

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from nas_lightning.bench import common
+from nas_lightning.cli import run_main
 from nas_lightning.files import write_text
 
 NOTES = Path(__file__).with_name("notes.md")  # hand-written explanations, appended to BENCHMARKS.md as they are
@@ -267,4 +268,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)  # a UserError (e.g. a bad --schedule): one line, exit 2

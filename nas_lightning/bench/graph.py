@@ -187,6 +187,7 @@ def run(tiny: bool = False, device: str = "cpu", ckpt_dir: str | None = None, se
     seeds ``first_seed, ..., first_seed + seeds - 1`` (the ranking's support draws always start at 0);
     ``schedule`` replaces meta's large-space defaults (see :func:`compare_fold`)."""
     seeds, budget = seeds or (1 if tiny else 20), budget or (5 if tiny else 100)
+    MetaSearch(scorer=None, **(schedule or {}))  # a bad schedule fails here (UserError), before any training
     ks = [3] if tiny else [10, 50]
     datasets = DATASETS[:3] if tiny else DATASETS  # tiny: three datasets, one held out
     held_out = datasets[:1] if tiny else datasets
