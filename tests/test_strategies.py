@@ -12,7 +12,7 @@ from nas_lightning.tasks.oracle import TableOracle
 from nas_lightning.tasks.task import Task
 from nas_lightning.errors import UserError
 from nas_lightning.search import STRATEGIES, MetaSearch, RegularizedEvolution, Reinforce, Strategy, make_strategy
-from nas_lightning.search.strategies import quota
+from nas_lightning.search.pool import quota
 from tests.conftest import GuardedTask, only_from
 
 NAMES = list(STRATEGIES)

@@ -225,7 +225,6 @@ def missed(what: str, res: dict[str, Any]) -> list[str]:
     return out
 
 
-
 def closing_note(out: Path, kept: dict[str, str] | None = None) -> str:
     """The closing note: which targets the run's JSON says were missed, with the measured figures
     (and those of sections kept from an earlier report, as that report stated them)."""

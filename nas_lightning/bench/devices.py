@@ -96,8 +96,8 @@ def run_fold(variant: str, fold: int, held: list[Path], train: list[Path], val: 
     ckpt = workdir / "runs" / run / "checkpoints" / "last.ckpt"
     training = None if ckpt.is_file() else timed_train(args, workdir)  # a kept workdir's fold is reused
     module = load_predictor(ckpt, device)
-    seen = " ".join(module.trained_on["tasks"])
-    if any(p.name in seen for p in held) or not all(p.name in seen for p in train):
+    seen = {Path(t.split("#")[0]).name for t in module.trained_on["tasks"] if t.startswith("csv:")}  # trained or selected on
+    if seen != {p.name for p in [*train, *([val] if val else [])]}:
         raise RuntimeError(f"{ckpt} was not trained on exactly this fold's tables (held out: "
                            f"{', '.join(_name(p) for p in held)}); remove it or use another --workdir")
     sources = [t for p in train for t in load_csv(str(p))]

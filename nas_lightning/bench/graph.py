@@ -155,8 +155,10 @@ def compare_fold(held: str, module: MetaPredictor, mean: Task, budget: int, seed
     ``schedule``: :class:`MetaSearch` arguments replacing its defaults (``local_parents``, ``global_every``)."""
     task = load_nbg(held, "val_acc")
     scorer = PredictorScorer(module, True, 8)  # search.py compare's defaults: 8 members, beta 0.5
-    meta = MetaSearch(scorer, beta=0.5, **(schedule or {}))
-    factories = {"meta": lambda: MetaSearch(scorer, beta=0.5, **(schedule or {})),
+    def meta() -> MetaSearch:
+        return MetaSearch(scorer, beta=0.5, **(schedule or {}))
+
+    factories = {"meta": meta,
                  "transfer": lambda: make_strategy("transfer", source=mean),
                  **{n: (lambda n=n: make_strategy(n)) for n in STRATEGIES[2:]}}
     results = run_comparison(task, factories, budget, seeds)
@@ -164,7 +166,7 @@ def compare_fold(held: str, module: MetaPredictor, mean: Task, budget: int, seed
     test_opt = float(test.table.max())
     threshold = top_threshold(task.table)
     out: dict[str, Any] = {"optimum_val": results["optimum"]["value"], "optimum_test": test_opt,
-                           "top_threshold": threshold, "meta_schedule": meta_schedule(meta, task.size), "strategies": {}}
+                           "top_threshold": threshold, "meta_schedule": meta_schedule(meta(), task.size), "strategies": {}}
     for name, r in results["strategies"].items():
         picks = torch.tensor([NBG.from_string(s["best_arch"]) for s in r["per_seed"]], dtype=torch.long)
         test_regret = [test_opt - float(v) for v in test.lookup(picks)]

@@ -52,7 +52,6 @@ def missed(res: dict[str, Any]) -> list[str]:
     return out
 
 
-
 def _rank_table(folds: dict[str, Any], k: str) -> str:
     methods = [m for m in RANK_LABELS if all(m in f["rank"][k] for f in folds.values())]
     rows = [[d, *[common.f3(f["rank"][k][m]["spearman_mean"]) for m in methods]] for d, f in folds.items()]

@@ -157,6 +157,5 @@ def markdown(res: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-
 def _sp(r: dict[str, float] | None) -> str:
     return "-" if r is None else f"{r['spearman_mean']:.3f} ± {r['spearman_std']:.3f}"

@@ -29,27 +29,6 @@ from nas_lightning.tasks.task import Task
 WEIGHTS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
-def _ranks(x: torch.Tensor) -> torch.Tensor:
-    """Average ranks along the last dimension (ties share their mean rank)."""
-    order = x.argsort(-1)
-    ranks = torch.empty_like(x, dtype=torch.float64)
-    ranks.scatter_(-1, order, torch.arange(x.shape[-1], dtype=torch.float64).expand_as(x).contiguous())
-    if x.dim() == 1:  # exact tie handling for the short vectors scored here
-        for v in torch.unique(x):
-            same = x == v
-            if int(same.sum()) > 1:
-                ranks[same] = ranks[same].mean()
-    return ranks
-
-
-def spearman(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
-    """Spearman correlation along the last dimension (rows of ``pred`` against ``truth``)."""
-    a, b = _ranks(pred), _ranks(truth.expand_as(pred) if truth.dim() < pred.dim() else truth)
-    a, b = a - a.mean(-1, keepdim=True), b - b.mean(-1, keepdim=True)
-    den = (a.pow(2).sum(-1) * b.pow(2).sum(-1)).sqrt()
-    return torch.where(den > 0, (a * b).sum(-1) / den.clamp_min(1e-12), torch.zeros_like(den))
-
-
 def _line(x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     """Least-squares ``y ~ a x + b``."""
     x, y = x.double(), y.double()
@@ -103,7 +82,10 @@ def leave_one_out(module: MetaPredictor, sources: list[Task], support: torch.Ten
 
 
 def pearson(pred: torch.Tensor, truth: torch.Tensor) -> float:
-    """Pearson correlation of two vectors (0 when either is constant)."""
+    """Pearson correlation of two vectors (0 when either is constant).
+
+    Written out: torchmetrics' ``pearson_corrcoef`` gives NaN and a warning for a constant vector,
+    which a leave-one-out prediction can be (a table with ties over the support)."""
     a, b = pred.double() - pred.double().mean(), truth.double() - truth.double().mean()
     den = float(a.norm() * b.norm())
     return float((a * b).sum()) / den if den > 0 else 0.0

@@ -23,7 +23,8 @@ from typing import Callable
 
 import torch
 
-from nas_lightning.search.strategies import Strategy, quota
+from nas_lightning.search.pool import quota
+from nas_lightning.search.strategies import Strategy
 from nas_lightning.tasks.oracle import Oracle
 
 log = logging.getLogger(__name__)

@@ -23,8 +23,7 @@ from nas_lightning.tasks.oracle import Oracle
 from nas_lightning.tasks.task import Task
 
 log = logging.getLogger(__name__)
-__all__ = ["LocalSearch", "Pool", "RandomSearch", "RegularizedEvolution", "Reinforce", "Strategy", "TransferSearch",
-           "quota"]
+__all__ = ["LocalSearch", "RandomSearch", "RegularizedEvolution", "Reinforce", "Strategy", "TransferSearch"]
 
 
 class Strategy(ABC):
@@ -65,6 +64,7 @@ class RandomSearch(Strategy):
     def proposer(self, oracle: Oracle, k: int, generator: torch.Generator) -> Proposer:
         cands = Pool(oracle).unseen()
         return FixedOrder(cands[torch.randperm(len(cands), generator=generator)[:k]].tolist(), oracle, k, generator)
+
 
 class RegularizedEvolution(Strategy):
     """Regularized (aging) evolution: tournament, mutate the winner, the oldest dies.

@@ -31,7 +31,6 @@ import torch
 from nas_lightning.errors import UserError
 from nas_lightning.models.module import MetaPredictor
 from nas_lightning.models.scoring import score_sets
-from nas_lightning.search.blend import spearman
 from nas_lightning.tasks.task import Task
 
 log = logging.getLogger(__name__)
@@ -57,6 +56,28 @@ def prior_features(module: MetaPredictor, candidates: torch.Tensor, maximise: bo
     finally:
         handle.remove()
     return captured[0].float().cpu()
+
+
+def _ranks(x: torch.Tensor) -> torch.Tensor:
+    """Average ranks along the last dimension (ties share their mean rank)."""
+    order = x.argsort(-1)
+    ranks = torch.empty_like(x, dtype=torch.float64)
+    ranks.scatter_(-1, order, torch.arange(x.shape[-1], dtype=torch.float64).expand_as(x).contiguous())
+    if x.dim() == 1:  # exact tie handling for the short vectors scored here
+        for v in torch.unique(x):
+            same = x == v
+            if int(same.sum()) > 1:
+                ranks[same] = ranks[same].mean()
+    return ranks
+
+
+def spearman(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """Spearman correlation along the last dimension (rows of ``pred`` against ``truth``)."""
+    a, b = _ranks(pred), _ranks(truth.expand_as(pred) if truth.dim() < pred.dim() else truth)
+    a, b = a - a.mean(-1, keepdim=True), b - b.mean(-1, keepdim=True)
+    den = (a.pow(2).sum(-1) * b.pow(2).sum(-1)).sqrt()
+    return torch.where(den > 0, (a * b).sum(-1) / den.clamp_min(1e-12), torch.zeros_like(den))
+
 
 
 def _head_scale(module: MetaPredictor) -> torch.Tensor:
