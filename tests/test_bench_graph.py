@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ import torch
 
 from nas_lightning.bench import __main__ as bench
 from nas_lightning.bench import graph
-from nas_lightning.bench.graph_report import missed, targets
+from nas_lightning.bench.graph_report import missed, regret_gap, targets
 from nas_lightning.errors import UserError
 from nas_lightning.spaces import NBG
 from nas_lightning.tasks.task import Task
@@ -53,6 +54,18 @@ def test_targets_judge_the_issue_figures() -> None:
     assert not bad["targets"]["regret_below_rea"]["met"] and "d0" in missed(bad)[-1]
 
 
+def test_regret_gap_with_its_standard_error_and_seed_blocks() -> None:
+    meta = [0.001 * (i % 4) for i in range(40)]  # mean 0.0015; block 1 below rea's, block 2 above
+    rea = [0.002] * 20 + [0.0005 + 0.002 * (i % 2) for i in range(20)]  # block means 0.002 and 0.0015
+    meta[20:40] = [0.0025] * 20
+    gap = regret_gap({"meta": {"val_regret_per_seed": meta}, "rea": {"val_regret_per_seed": rea}})
+    m, r = sum(meta) / 40, sum(rea) / 40
+    se = math.sqrt(statistics.variance(meta) / 40 + statistics.variance(rea) / 40)
+    assert gap["diff"] == pytest.approx(m - r) and gap["se"] == pytest.approx(se) and gap["z"] == pytest.approx((m - r) / se)
+    assert gap["blocks_below"] == [True, False]
+    assert regret_gap({"meta": {"val_regret": 0.1}, "rea": {"val_regret": 0.2}}) is None  # no per-seed figures
+
+
 def test_bad_schedule_fails_before_any_training(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="local_parents >= 1"):
         bench.main(["graph", "--tiny", "--out", str(tmp_path / "out"), "--schedule", "0", "4"])
@@ -76,3 +89,4 @@ def test_tiny_fold_end_to_end(tmp_path: Path) -> None:
     assert set(strategies) == set(graph.STRATEGIES)
     for s in strategies.values():
         assert s["val_regret"] >= 0 and s["test_regret"] >= -1e-12 and len(s["queries_to_top"]) == res["seeds"]
+        assert s["val_regret"] == pytest.approx(statistics.fmean(s["val_regret_per_seed"]))

@@ -55,13 +55,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--ckpt", help="scoring/growth: time this checkpoint instead of a fresh default predictor")
     p.add_argument("--ckpt-dir", help="search, graph: folder holding runs/<run>/checkpoints/last.ckpt, trained there when missing "
                                       "(default: --out)")
-    p.add_argument("--seeds", type=int, help="search, graph: seeds per strategy and support draws (default 20); constrained: per device and limit (default 5)")
+    p.add_argument("--seeds", type=int, help="search: seeds per strategy and support draws (default 20); graph: search seeds per strategy (default 20); constrained: per device and limit (default 5)")
     p.add_argument("--folds", type=int, help="devices: folds of the device tables (default 7)")
     p.add_argument("--workdir", help="devices: keep each fold's run (checkpoints) in this folder, reused when present "
                    "(checked against the fold's tables); constrained: read them from it (default OUT/devices_runs)")
     p.add_argument("--variants", nargs="+", help="devices: which variants to run (default all: shipped, "
                    "'inner_steps=1', 'no params table')")
-    p.add_argument("--draws", type=int, help="devices: support draws per device and K (default 10)")
+    p.add_argument("--draws", type=int, help="devices: support draws per device and K (default 10); graph: support draws per K (default 20)")
     p.add_argument("--first-draw", type=int, default=0, help="devices: seed of the first support draw (default 0; "
                    "another value gives fresh draws)")
     p.add_argument("--ks", type=int, nargs="+", help="devices: support sizes (default 3 5 10 20 50)")
@@ -116,7 +116,7 @@ def run_one(what: str, args: argparse.Namespace) -> dict[str, Any]:
 
         schedule = dict(zip(("local_parents", "global_every"), args.schedule)) if args.schedule else None
         return mod.run(args.tiny, dev, args.ckpt_dir or (None if args.tiny else args.out), args.seeds,
-                       first_seed=args.first_seed, schedule=schedule)
+                       first_seed=args.first_seed, schedule=schedule, draws=args.draws)
     from nas_lightning.bench import search as mod
 
     return mod.run(args.tiny, dev, args.ckpt_dir or (None if args.tiny else args.out), args.seeds)

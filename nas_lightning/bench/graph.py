@@ -172,8 +172,9 @@ def compare_fold(held: str, module: MetaPredictor, mean: Task, budget: int, seed
         test_regret = [test_opt - float(v) for v in test.lookup(picks)]
         hits = [first_hit(s["values"], threshold) for s in r["per_seed"]]
         med = statistics.median_low([math.inf if h is None else h for h in hits])
+        val_regret = [s["regret"] for s in r["per_seed"]]
         out["strategies"][name] = {
-            "val_regret": r["regret_at"][str(budget)], "val_regret_at": r["regret_at"],
+            "val_regret": r["regret_at"][str(budget)], "val_regret_at": r["regret_at"], "val_regret_per_seed": val_regret,
             "test_regret": statistics.fmean(test_regret), "test_regret_per_seed": test_regret,
             "queries_to_top_median": None if math.isinf(med) else int(med), "queries_to_top": hits,
             "top_hit_rate": sum(h is not None for h in hits) / len(hits), "seconds_per_run": r["seconds_mean"]}
@@ -183,19 +184,22 @@ def compare_fold(held: str, module: MetaPredictor, mean: Task, budget: int, seed
 
 
 def run(tiny: bool = False, device: str = "cpu", ckpt_dir: str | None = None, seeds: int | None = None,
-        budget: int | None = None, first_seed: int = 0, schedule: dict[str, int] | None = None) -> dict[str, Any]:
+        budget: int | None = None, first_seed: int = 0, schedule: dict[str, int] | None = None,
+        draws: int | None = None) -> dict[str, Any]:
     """The whole benchmark; returns the JSON-ready result. ``ckpt_dir`` keeps the folds' checkpoints
     (reused when present); without it they are trained in a temporary folder. The searches use the
-    seeds ``first_seed, ..., first_seed + seeds - 1`` (the ranking's support draws always start at 0);
-    ``schedule`` replaces meta's large-space defaults (see :func:`compare_fold`)."""
+    seeds ``first_seed, ..., first_seed + seeds - 1``; the ranking uses ``draws`` support draws
+    (default 20, always from draw 0); ``schedule`` replaces meta's large-space defaults (see
+    :func:`compare_fold`)."""
     seeds, budget = seeds or (1 if tiny else 20), budget or (5 if tiny else 100)
+    draws = draws or (1 if tiny else 20)
     MetaSearch(scorer=None, **(schedule or {}))  # a bad schedule fails here (UserError), before any training
     ks = [3] if tiny else [10, 50]
     datasets = DATASETS[:3] if tiny else DATASETS  # tiny: three datasets, one held out
     held_out = datasets[:1] if tiny else datasets
     start = time.perf_counter()
     res: dict[str, Any] = {"benchmark": "graph", "machine": common.machine(), "tiny": tiny, "seeds": seeds,
-                           "draws": seeds, "first_seed": first_seed, "budget": budget, "ks": ks, "datasets": list(datasets), "folds": {}}
+                           "draws": draws, "first_seed": first_seed, "budget": budget, "ks": ks, "datasets": list(datasets), "folds": {}}
     with tempfile.TemporaryDirectory(prefix="nas_bench_graph_") as tmp:
         root = Path(ckpt_dir).resolve() if ckpt_dir else Path(tmp)
         res["ckpt_dir"] = str(root) if ckpt_dir else None
@@ -208,7 +212,7 @@ def run(tiny: bool = False, device: str = "cpu", ckpt_dir: str | None = None, se
                 raise RuntimeError(f"{ckpt} was trained on {held}'s tables: not a held-out fold")
             pretrained = pretrained_for(str(pre), load_nbg(held, "val_acc"), device, 20, 0.03)
             fold_start = time.perf_counter()
-            ranked = rank_fold(held, module, pretrained, others, ks, seeds)
+            ranked = rank_fold(held, module, pretrained, others, ks, draws)
             mean = mean_source([load_nbg(o, "val_acc") for o in others])
             compared = compare_fold(held, module, mean, budget, list(range(first_seed, first_seed + seeds)), schedule)
             res["folds"][held] = {"trained_on": others, "checkpoint": str(ckpt), "pretrained": str(pre),

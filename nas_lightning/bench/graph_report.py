@@ -2,15 +2,30 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 from typing import Any
 
 from nas_lightning.bench import common
 
 TARGET_GAIN, TARGET_WINS, TARGET_QUERIES = 0.05, 5, 100
+BLOCK = 20  # the issue's seeds per comparison: with more seeds the regret target is also judged per 20-seed block
 RANK_LABELS = {"meta": "meta", "pretrain": "pretrain", "scratch": "scratch", "transfer_mean": "mean of others",
                "transfer_best": "best other (any table)", "transfer_best_acc": "best other (val_acc)",
                "ridge": "ridge mix"}
+
+
+def regret_gap(strategies: dict[str, Any]) -> dict[str, Any] | None:
+    """Meta's minus rea's mean validation regret at the budget, the standard error of that difference
+    (independent runs), z, and per block of :data:`BLOCK` seeds whether meta's mean was below rea's."""
+    m, r = strategies["meta"].get("val_regret_per_seed"), strategies["rea"].get("val_regret_per_seed")
+    if not m or not r or min(len(m), len(r)) < 2:
+        return None
+    diff = statistics.fmean(m) - statistics.fmean(r)
+    se = math.sqrt(statistics.variance(m) / len(m) + statistics.variance(r) / len(r))
+    blocks = [statistics.fmean(m[i:i + BLOCK]) < statistics.fmean(r[i:i + BLOCK])
+              for i in range(0, min(len(m), len(r)) - BLOCK + 1, BLOCK)]
+    return {"diff": diff, "se": se, "z": diff / se if se > 0 else None, "blocks_below": blocks}
 
 
 def targets(res: dict[str, Any]) -> dict[str, Any]:
@@ -25,10 +40,13 @@ def targets(res: dict[str, Any]) -> dict[str, Any]:
     reached = sum(v is not None and v <= TARGET_QUERIES for v in q.values())
     below = {d: f["compare"]["strategies"]["meta"]["val_regret"] < f["compare"]["strategies"]["rea"]["val_regret"]
              for d, f in folds.items()}
+    gaps = {d: regret_gap(f["compare"]["strategies"]) for d, f in folds.items()}
+    blocks = [all(col) for col in zip(*(g["blocks_below"] for g in gaps.values()))] if all(gaps.values()) else []
     return {"rank_gain": {"k": int(k), "gain": gain, "met": gain >= TARGET_GAIN},
             "rank_wins": {"k": int(k), "wins": wins, "of": len(folds), "met": wins >= TARGET_WINS},
             "top_queries": {"reached": reached, "of": len(folds), "met": reached >= TARGET_WINS},
-            "regret_below_rea": {"datasets": below, "met": all(below.values())}}
+            "regret_below_rea": {"datasets": below, "met": all(below.values()), "gaps": gaps,
+                                 "blocks_all_below": blocks}}
 
 
 def missed(res: dict[str, Any]) -> list[str]:
@@ -72,6 +90,30 @@ def _compare_table(folds: dict[str, Any], field: str, fmt: str) -> str:
     return common.table(["held out", *names], rows)
 
 
+def _gap_table(res: dict[str, Any]) -> list[str]:
+    """Meta against rea per dataset with the uncertainty of the difference (nothing without per-seed figures)."""
+    t = res.get("targets") or {}
+    gaps = t.get("regret_below_rea", {}).get("gaps") or {}
+    if not gaps or not all(gaps.values()):
+        return []
+    nblocks = len(next(iter(gaps.values()))["blocks_below"])
+    rows = [[d, f"{g['diff']:+.5f}", f"{g['se']:.5f}", "-" if g["z"] is None else f"{g['z']:+.2f}",
+             *([f"{sum(g['blocks_below'])} of {nblocks}"] if nblocks > 1 else [])] for d, g in gaps.items()]
+    head = ["held out", "meta - rea", "standard error", "z", *([f"{BLOCK}-seed blocks with meta below"] if nblocks > 1 else [])]
+    return ["", f"Meta's minus rea's mean validation regret at {res['budget']} (negative: meta lower), the standard "
+            "error of that difference over the independent runs, and z = difference / standard error (a z between "
+            "-2 and 2 does not order the two at about 95 % confidence)" + (f"; per block of {BLOCK} consecutive seeds, "
+            "whether meta's mean was below rea's" if nblocks > 1 else "") + ":", "", common.table(head, rows)]
+
+
+def _block_words(t: dict[str, Any]) -> str:
+    blocks = t["regret_below_rea"].get("blocks_all_below") or []
+    if len(blocks) < 2:
+        return ""
+    return (f" (over all seeds; in {sum(blocks)} of {len(blocks)} blocks of {BLOCK} seeds below rea on every dataset, "
+            f"first block: {'yes' if blocks[0] else 'no'})")
+
+
 def _meta_words(s: dict[str, Any] | None) -> str:
     """What meta's search did on this space, from the settings the run recorded (nothing if none)."""
     if not s:
@@ -111,6 +153,7 @@ def markdown(res: dict[str, Any]) -> str:
             "Searching val_acc; transfer queries in the order of the mean of the other datasets. "
             + _meta_words(next(iter(folds.values()))["compare"].get("meta_schedule")) + f"Validation regret "
             f"at {b} queries (accuracy as a fraction, mean over seeds):", "", _compare_table(folds, "val_regret", ".4f"),
+            *_gap_table(res),
             "", "Test regret of the architecture each run picked on validation, against the test optimum (test_acc "
             "read after the search only):", "", _compare_table(folds, "test_regret", ".4f"),
             "", "Median queries to the first top-0.1% architecture by validation accuracy (- : fewer than half the "
@@ -126,7 +169,7 @@ def markdown(res: dict[str, Any]) -> str:
                 f"- meta's median queries to a top-0.1% architecture at most {TARGET_QUERIES} on at least {TARGET_WINS}: "
                 f"{t['top_queries']['reached']} of {t['top_queries']['of']}, {common.verdict(t['top_queries']['met'])}",
                 f"- meta's mean validation regret at {b} below rea's on every dataset: {sum(below.values())} of "
-                f"{len(below)}, {common.verdict(t['regret_below_rea']['met'])}"]
+                f"{len(below)}, {common.verdict(t['regret_below_rea']['met'])}" + _block_words(t)]
     trained = [f[k] for f in folds.values() for k in ("training", "pretrain_training") if f.get(k)]
     out += ["", f"{len(trained)} trainings this run" + (f", {sum(t['wall_s'] for t in trained) / 60:.1f} min in all"
                                                        if trained else " (checkpoints reused)")
