@@ -55,9 +55,8 @@ def test_targets_judge_the_issue_figures() -> None:
 
 
 def test_regret_gap_with_its_standard_error_and_seed_blocks() -> None:
-    meta = [0.001 * (i % 4) for i in range(40)]  # mean 0.0015; block 1 below rea's, block 2 above
+    meta = [0.001 * (i % 4) for i in range(20)] + [0.0025] * 20  # block means 0.0015 and 0.0025
     rea = [0.002] * 20 + [0.0005 + 0.002 * (i % 2) for i in range(20)]  # block means 0.002 and 0.0015
-    meta[20:40] = [0.0025] * 20
     gap = regret_gap({"meta": {"val_regret_per_seed": meta}, "rea": {"val_regret_per_seed": rea}})
     m, r = sum(meta) / 40, sum(rea) / 40
     se = math.sqrt(statistics.variance(meta) / 40 + statistics.variance(rea) / 40)
