@@ -7,7 +7,7 @@ Any ``--section.key value`` override, ``--config FILE`` and ``--print_config`` w
 from __future__ import annotations
 
 from nas_lightning.cli import run_main
-from nas_lightning.training import build_cli, fit
+from nas_lightning.metatrain import build_cli, fit
 
 
 def main() -> None:

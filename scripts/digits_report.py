@@ -1,6 +1,6 @@
 """The figures of a search on real trainings, from what ``search.py compare`` wrote.
 
-    python scripts/digits_report.py out/digits [out/digits_random30]
+    python -m scripts.digits_report out/digits [out/digits_random30]
 
 Reads each folder's ``results.json`` and the SQLite store it names, and prints: trainings run and
 distinct candidates; each strategy's final pick per seed with its validation and test accuracy
@@ -19,9 +19,8 @@ from pathlib import Path
 import torch
 from torchmetrics.functional import spearman_corrcoef
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere in the checkout
 
-from nas_lightning.evaluation.store import ResultStore
+from nas_lightning.candidates.store import ResultStore
 from nas_lightning.spaces import NB201
 from nas_lightning.tasks.embedded import load_embedded
 

@@ -10,8 +10,8 @@ to NB201's 12- and 200-epoch schedules, printed as trainings per hour on one dev
 cell is the largest (every edge ``nor_conv_3x3``); the others are drawn with ``--seed``.
 Determinism is off (cuDNN autotuning on), as a throughput run would have it.
 
-    python scripts/gpu_trainings_per_hour.py              # on a GPU, well under 10 minutes
-    python scripts/gpu_trainings_per_hour.py --tiny       # a quick CPU check of the script
+    python -m scripts.gpu_trainings_per_hour              # on a GPU, well under 10 minutes
+    python -m scripts.gpu_trainings_per_hour --tiny       # a quick CPU check of the script
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nas_lightning.errors import UserError  # noqa: E402  (light: arguments are checked before torch loads)
 
@@ -60,7 +59,7 @@ def synthetic_cifar(n_train: int, n_val: int, seed: int, size: int = 32) -> Any:
     """Random uint8 images ``[n, 3, size, size]`` with random labels in 10 classes (an ``ImageData``)."""
     import torch
 
-    from nas_lightning.evaluation.datasets import ImageData, Split
+    from nas_lightning.candidates.datasets import ImageData, Split
 
     g = torch.Generator().manual_seed(seed)
 
@@ -86,12 +85,12 @@ def main() -> int:
     import lightning as L
     import torch
 
-    from nas_lightning.evaluation.network import EDGES, OPS, is_connected
-    from nas_lightning.evaluation.recipe import get_recipe, train_candidate
+    from nas_lightning.candidates.network import EDGES, OPS, is_connected
+    from nas_lightning.candidates.recipe import get_recipe, train_candidate
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    recipe = get_recipe("nb201", epochs=args.epochs, deterministic=False, seed=args.seed)
+    recipe = get_recipe("200ep", epochs=args.epochs, deterministic=False, seed=args.seed)
     if args.tiny:
         args.train_images, args.val_images, args.candidates = 64, 32, min(args.candidates, 2)
         recipe = recipe.replace(C=4, N=1, batch_size=32, epochs=2)

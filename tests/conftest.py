@@ -21,9 +21,6 @@ from nas_lightning.tasks.task import Task
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
-# Plain `pytest` (not `python -m pytest`) puts tests/ on sys.path, not the repo root.
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
 
 
 # the smallest train.py run that still exercises everything: one training and one validation table,

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from nas_lightning.bench import __main__ as bench
-from nas_lightning.bench import graph
-from nas_lightning.bench.graph_report import missed, regret_gap, targets
+from benchmarks import __main__ as bench
+from benchmarks import graph
+from benchmarks.graph_report import missed, regret_gap, targets
 from nas_lightning.errors import UserError
 from nas_lightning.spaces import NBG
 from nas_lightning.tasks.task import Task

@@ -124,7 +124,7 @@ TRAIN_CASES = [
     ("meta-batch-zero", ["--data.meta_batch", "0"], "data.meta_batch"),
     ("budget-zero", ["--data.target_tasks", "[nb201/ImageNet16-120/val_acc]", "--data.target_budget", "0"], "target_budget"),
     ("train-target-missing-folder", ["--data.target_tasks", "[train:imagefolder={in}/nowhere]"], "nowhere"),
-    ("train-target-recipe", ["--data.target_tasks", "[train:digits]", "--data.recipe.lr", "-1"], "lr"),
+    ("train-target-recipe", ["--data.target_tasks", "[train:digits]", "--data.oracle.recipe.lr", "-1"], "lr"),
     ("budget-negative", ["--data.target_tasks", "[nb201/ImageNet16-120/val_acc]", "--data.target_budget", "-3"],
      "target_budget"),
     ("target-also-train", ["--data.target_tasks", "[nb201/cifar10/val_acc]"], "one role"),
@@ -134,8 +134,6 @@ TRAIN_CASES = [
     ("unknown-trainer-strategy", ["--trainer.strategy", "bogus"], "bogus"),
     ("meta-batch-below-devices", ["--trainer.strategy", "ddp", "--trainer.devices", "3", "--trainer.accelerator", "cpu"],
      "data.meta_batch=2"),
-    ("official-missing", ["--data.train_tasks", "[nb201-official/cifar10/val_acc]", "--data.official_path",
-                          "{in}/nowhere.pth"], "nowhere.pth"),
     ("monitor-target-metric", ["--checkpoint.monitor", "search/spearman"], "whole target table"),
     ("ckpt-missing", ["--ckpt_path", "{in}/nowhere.ckpt"], "no such checkpoint"),
     ("ckpt-last-missing", ["--ckpt_path", "last"], "no runs/default/checkpoints/last.ckpt"),
@@ -176,7 +174,7 @@ SEARCH_CASES = [
     ("transfer-no-source", ["compare", "--task", "nb201/cifar10/val_acc", "--strategy", "transfer"], "--source"),
     ("meta-no-ckpt", ["compare", "--task", "nb201/cifar10/val_acc", "--strategy", "meta"], "--ckpt"),
     ("meta-batch-zero", ["compare", "--task", "csv:{in}/good.csv", "--strategy", "meta", "--budget", "3", "--seeds", "1",
-                         "--ckpt", "{in}/search.ckpt", "--meta-batch", "0"], "meta batch"),
+                         "--ckpt", "{in}/search.ckpt", "--meta.batch", "0"], "meta batch"),
     ("k-too-large", ["rank", "--task", "csv:{in}/good.csv", "--support", "30", "--ckpt", "{in}/search.ckpt"],
      "--support"),
     ("support-archs-malformed", ["rank", "--task", "csv:{in}/good.csv", "--ckpt", "{in}/search.ckpt",
@@ -199,7 +197,7 @@ SEARCH_CASES = [
     ("train-one-class", ["compare", "--task", "train:imagefolder={in}/one_class"], "class"),
     ("train-mixed-sizes", ["compare", "--task", "train:imagefolder={in}/mixed_sizes"], "mixed sizes"),
     ("train-cifar-no-root", ["compare", "--task", "train:cifar10={in}/nowhere"], "nowhere"),
-    ("recipe-out-of-range", ["compare", "--task", "train:digits", "--recipe.epochs", "0"], "epochs"),
+    ("recipe-out-of-range", ["compare", "--task", "train:digits", "--oracle.recipe.epochs", "0"], "epochs"),
     ("rank-a-training-task", ["rank", "--task", "train:digits", "--ckpt", "{in}/search.ckpt"], "no complete table"),
     ("support-archs-binary", ["rank", "--task", "csv:{in}/good.csv", "--ckpt", "{in}/search.ckpt",
                               "--support-archs", "{in}/garbage.ckpt"], "unreadable"),
@@ -232,7 +230,7 @@ def _run_script(script: str, args: list[str], cwd: str, err_path: str) -> None:
 @pytest.fixture(scope="module")
 def forkserver():
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["torch", "lightning", "nas_lightning.training", "nas_lightning.commands"])
+    ctx.set_forkserver_preload(["torch", "lightning", "nas_lightning.metatrain", "nas_lightning.commands"])
     return ctx
 
 

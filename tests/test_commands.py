@@ -49,10 +49,13 @@ def test_print_config_is_accepted_back_by_config(tmp_path: Path, capsys: pytest.
 
 
 def test_dashed_options_and_bare_booleans_are_accepted() -> None:
-    cfg = parser().parse_args(["compare", "--task", "x", "--meta_batch", "2", "--noisy=true"])
+    cfg = parser().parse_args(["compare", "--task", "x", "--meta.batch", "2", "--oracle.noisy=true"])
     from nas_lightning.commands import _normalised
 
-    assert _normalised(["compare", "--task", "x", "--meta-batch", "2", "--noisy"]) == \
-        ["compare", "--task", "x", "--meta_batch", "2", "--noisy=true"]
-    assert _normalised(["compare", "--noisy", "false", "--task", "a-b"]) == ["compare", "--noisy", "false", "--task", "a-b"]
-    assert cfg.compare.meta_batch == 2 and cfg.compare.noisy is True
+    assert _normalised(["compare", "--task", "x", "--meta.batch", "2", "--oracle.noisy"]) == \
+        ["compare", "--task", "x", "--meta.batch", "2", "--oracle.noisy=true"]
+    assert _normalised(["compare", "--oracle.ray.trial-cpus", "2", "--oracle.recipe.deterministic"]) == \
+        ["compare", "--oracle.ray.trial_cpus", "2", "--oracle.recipe.deterministic=true"]
+    assert _normalised(["compare", "--oracle.noisy", "false", "--task", "a-b"]) == \
+        ["compare", "--oracle.noisy", "false", "--task", "a-b"]
+    assert cfg.compare.meta.batch == 2 and cfg.compare.oracle.noisy is True

@@ -16,16 +16,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from nas_lightning.bench import constrained as bench
+from benchmarks import latency_limit as bench
 from nas_lightning.commands import main as search_main
 from nas_lightning.commands.constrained import parse_limit, table_unit
 from nas_lightning.errors import UserError
 from nas_lightning.models.checkpoint import load_predictor
-from nas_lightning.search.constrained import LatencyModel, calibrate, constrained_search
+from nas_lightning.rankers.latency_limit import ParamsLatency, calibrate, constrained_search
 from nas_lightning.tasks.embedded import load_embedded
-from nas_lightning.tasks.oracle import TableOracle
+from nas_lightning.oracles import TableOracle
 from nas_lightning.tasks.task import Task
-from nas_lightning.training import build_cli, fit
+from nas_lightning.metatrain import build_cli, fit
 from tests.conftest import GuardedTask, only_from, tiny_run, torch_threads
 
 REPO = Path(__file__).resolve().parents[1]
@@ -88,9 +88,9 @@ def test_params_search_is_measured_budgeted_and_repeatable(device: Task) -> None
     picks = []
     for _ in range(2):
         guarded = GuardedTask.wrap(Task("csv:params.csv#latency_ms", "min", params.archs, params.table.clone()),
-                                   only_from("_evaluate", "tasks/oracle.py"))
+                                   only_from("_evaluate", "oracles/table.py"))
         oracle = TableOracle(guarded, budget=20)
-        res = constrained_search(LatencyModel("params", params=params), TableOracle(acc), oracle, limit, 10, 10,
+        res = constrained_search(ParamsLatency(params), TableOracle(acc), oracle, limit, 10, 10,
                                  torch.Generator().manual_seed(0))
         p = res.proposal
         assert p.pick in res.order and p.pick_latency == float(params.lookup(torch.tensor([p.pick]))[0]) <= limit

@@ -14,10 +14,11 @@ from torch.testing import assert_close
 from nas_lightning.tasks.task import Task
 from nas_lightning.data import datamodule as dm_module
 from nas_lightning.data.datamodule import NASTaskDataModule
-from nas_lightning.data.episodes import Pool, sample_episodes
+from nas_lightning.data.episodes import EpisodeSource, sample_episodes
 from nas_lightning.models.batch import EpisodeBatch
 from nas_lightning.models.scoring import standardise
 from nas_lightning.errors import UserError
+from nas_lightning.oracles import OracleSettings
 
 TARGET = "nb201/ImageNet16-120/val_acc"
 SMALL = dict(steps_per_epoch=3, meta_batch=4, query=20, val_query=50, val_episodes=2)
@@ -51,10 +52,10 @@ def test_standardise_constant_support_and_mask() -> None:
 
 
 # -- sample_episodes -----------------------------------------------------------------------------
-def _pool(name: str, n: int, offset: int = 0, seed: int = 0, maximise: bool = True) -> Pool:
+def _pool(name: str, n: int, offset: int = 0, seed: int = 0, maximise: bool = True) -> EpisodeSource:
     g = torch.Generator().manual_seed(seed)
     archs = torch.arange(offset, offset + 7 * n, 7)
-    return Pool(name, archs, torch.randn(n, generator=g), maximise)
+    return EpisodeSource(name, archs, torch.randn(n, generator=g), maximise)
 
 
 def test_sample_episodes_shapes_and_disjoint() -> None:
@@ -97,7 +98,7 @@ def test_sample_episodes_direction_folded() -> None:
     raw = torch.rand(len(archs), generator=g, dtype=torch.float64) * 10
     for direction, sign in (("min", -1.0), ("max", 1.0)):
         task = Task(name=f"t/{direction}", direction=direction, archs=archs, table=raw)
-        pool = Pool.from_task(task)
+        pool = EpisodeSource.from_task(task)
         assert pool.maximise == (direction == "max")
         b = sample_episodes([pool], 4, 10, 30, torch.Generator().manual_seed(0))
         for t in range(4):
@@ -145,10 +146,10 @@ def test_task_in_two_roles() -> None:
 def test_report_only_training_task(monkeypatch: pytest.MonkeyPatch) -> None:
     real = dm_module.load_tasks
 
-    def fake(spec, official_path=None, csv_dir=None):
+    def fake(spec, csv_dir=None):
         if spec == "fake/test_acc":
             return [Task(name=spec, direction="max", archs=torch.arange(50), table=torch.rand(50), report_only=True)]
-        return real(spec, official_path, csv_dir)
+        return real(spec, csv_dir)
 
     monkeypatch.setattr(dm_module, "load_tasks", fake)
     with pytest.raises(UserError, match="report-only"):
@@ -185,7 +186,7 @@ def test_train_batches_reproducible() -> None:
 
 
 def test_target_enters_training_only_through_refresh() -> None:
-    dm = _dm(support=4, noisy_oracle=True)
+    dm = _dm(support=4, oracle=OracleSettings(noisy=True))
     n_train = len(dm.train)
     assert [p.name for p in dm.train_pools()] == ["nb201/cifar10/val_acc"]
     oracle = dm.oracles[TARGET]
@@ -257,8 +258,8 @@ def test_datamodule_never_reads_target_table(monkeypatch: pytest.MonkeyPatch) ->
     real = dm_module.load_tasks
     guarded = []
 
-    def parse(spec, official_path=None, csv_dir=None):
-        tasks = real(spec, official_path, csv_dir)
+    def parse(spec, csv_dir=None):
+        tasks = real(spec, csv_dir)
         if spec == TARGET:
             for t in tasks:
                 def boom():

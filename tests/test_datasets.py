@@ -15,8 +15,8 @@ import torch
 from PIL import Image
 
 from nas_lightning.errors import UserError
-from nas_lightning.evaluation.datasets import ImageData, Split, from_arrays, load_digits_data, stratified_split
-from nas_lightning.evaluation.sources import load_dataset
+from nas_lightning.candidates.datasets import ImageData, Split, from_arrays, load_digits_data, stratified_split
+from nas_lightning.candidates.sources import load_dataset
 
 
 def _img(path: Path, color=(255, 0, 0), size=(12, 12), mode="RGB") -> None:

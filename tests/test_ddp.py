@@ -19,7 +19,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from nas_lightning.training import build_cli, fit
+from nas_lightning.metatrain import build_cli, fit
 from tests.conftest import tiny_run, torch_threads
 
 pytestmark = pytest.mark.slow  # starts processes or trains

@@ -25,9 +25,10 @@ from nas_lightning.errors import UserError
 from nas_lightning.models.checkpoint import load_predictor
 from nas_lightning.models.scoring import score
 from nas_lightning.commands import main as search_main
-from nas_lightning.search.ranking import _corr, best_source, rank_only
-from nas_lightning.search.suggest import suggest_support
-from nas_lightning.training import build_cli, fit
+from nas_lightning.rankers.blend import best_source
+from nas_lightning.rankers.ranking import _corr, rank_only
+from nas_lightning.rankers.suggest import suggest_support
+from nas_lightning.metatrain import build_cli, fit
 from tests.conftest import tiny_run
 
 REPO = Path(__file__).resolve().parents[1]

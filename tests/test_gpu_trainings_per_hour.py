@@ -1,4 +1,4 @@
-"""scripts/gpu_trainings_per_hour.py runs end to end (``--tiny``, on CPU, in a subprocess)."""
+"""``python -m scripts.gpu_trainings_per_hour`` runs end to end (``--tiny``, on CPU, in a subprocess)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ from pathlib import Path
 
 
 def test_tiny_run_prints_trainings_per_hour(repo_root: Path) -> None:
-    script = repo_root / "scripts" / "gpu_trainings_per_hour.py"
     proc = subprocess.run(
-        [sys.executable, str(script), "--tiny", "--threads", "1", "--accelerator", "cpu"],
+        [sys.executable, "-m", "scripts.gpu_trainings_per_hour", "--tiny", "--threads", "1", "--accelerator", "cpu"],
         capture_output=True, text=True, timeout=300, cwd=repo_root,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -20,6 +19,5 @@ def test_tiny_run_prints_trainings_per_hour(repo_root: Path) -> None:
 
 
 def test_bad_arguments_exit_2(repo_root: Path) -> None:
-    script = repo_root / "scripts" / "gpu_trainings_per_hour.py"
-    proc = subprocess.run([sys.executable, str(script), "--epochs", "1"], capture_output=True, text=True, timeout=120, cwd=repo_root)
+    proc = subprocess.run([sys.executable, "-m", "scripts.gpu_trainings_per_hour", "--epochs", "1"], capture_output=True, text=True, timeout=120, cwd=repo_root)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "--epochs" in proc.stderr

@@ -17,7 +17,7 @@ import torch
 pytest.importorskip("nas_bench_graph")
 
 from nas_lightning.commands import main  # noqa: E402
-from nas_lightning.commands.common import params_table  # noqa: E402
+from nas_lightning.tasks.load import params_table  # noqa: E402
 from nas_lightning.data.datamodule import NASTaskDataModule  # noqa: E402
 from nas_lightning.errors import UserError  # noqa: E402
 from nas_lightning.models.batch import EpisodeBatch  # noqa: E402
@@ -26,9 +26,9 @@ from nas_lightning.search.strategies import LocalSearch, RegularizedEvolution, R
 from nas_lightning.spaces import NBG, get_space  # noqa: E402
 from nas_lightning.spaces.nbg_tables import DATASETS, METRICS  # noqa: E402
 from nas_lightning.tasks.load import load_task  # noqa: E402
-from nas_lightning.tasks.oracle import TableOracle  # noqa: E402
+from nas_lightning.oracles import TableOracle  # noqa: E402
 from nas_lightning.tasks.spec import TaskSpec  # noqa: E402
-from nas_lightning.training import build_cli, fit  # noqa: E402
+from nas_lightning.metatrain import build_cli, fit  # noqa: E402
 from tests.conftest import tiny_run  # noqa: E402
 
 TRAIN = ["nbg/cora/val_acc", "nbg/cora/latency"]
@@ -220,9 +220,9 @@ def test_checkpoint_of_another_space_is_refused(command: str, ckpt_space: str, t
     out = str(tmp_path / "out")
     argv = {
         "compare-meta": ["compare", "--task", task, "--strategy", "meta", "--budget", "3", "--ckpt", ckpt, "--out", out],
-        "compare-pretrain": ["compare", "--task", task, "--strategy", "pretrain", "--budget", "3", "--pretrained", ckpt],
+        "compare-pretrain": ["compare", "--task", task, "--strategy", "pretrain", "--budget", "3", "--pretrain.ckpt", ckpt],
         "rank": ["rank", "--task", task, "--ckpt", ckpt, "--support", "5"],
-        "rank-pretrained": ["rank", "--task", task, "--ckpt", other, "--pretrained", ckpt, "--support", "5"],
+        "rank-pretrained": ["rank", "--task", task, "--ckpt", other, "--pretrain.ckpt", ckpt, "--support", "5"],
         "suggest": ["suggest", "--task", task, "--ckpt", ckpt],
         "predict": ["predict", "--task", task, "--ckpt", ckpt, "--out", str(tmp_path / "ranked.csv")],
     }[command]

@@ -1,10 +1,13 @@
 """The layers have no arrow back up, and no module imports itself round a cycle.
 
 Layers, lowest first: errors and files; the search-space vocabulary; tasks (tables, specs,
-oracles) beside models (predictors, MAML, the LightningModule), which never import each other;
-evaluation (training networks for real: the training-backed oracle); data (episodes, the
-DataModule); search (strategies, the callback); the commands; the benchmarks. Every ``nas_lightning`` import is read from the source (inside functions and
-``TYPE_CHECKING`` blocks too).
+families) beside models (predictors, MAML, the LightningModule), which never import each other;
+candidates (training candidate networks for real); oracles (the one door to a target's values);
+data (episodes, the DataModule); search (strategies, the callback) beside rankers (few-shot
+ranking, blend, suggestions, latency limits), which never import each other; the commands.
+The benchmarks live beside the library (``benchmarks/``) and the library never imports them.
+Every ``nas_lightning`` import is read from the source (inside functions and ``TYPE_CHECKING``
+blocks too).
 """
 
 from __future__ import annotations
@@ -15,8 +18,10 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "nas_lightning"
-LAYERS = {"errors": 0, "files": 0, "spaces": 1, "tasks": 2, "models": 2, "evaluation": 3, "data": 4, "search": 5,
-          "commands": 6, "training": 6, "cli": 6, "bench": 7}
+LAYERS = {"errors": 0, "files": 0, "spaces": 1, "tasks": 2, "models": 2, "candidates": 3, "oracles": 4, "data": 5,
+          "search": 6, "rankers": 6, "commands": 7, "metatrain": 7, "cli": 7}
+# packages of one layer that never import each other
+SIBLINGS = [("tasks", "models"), ("search", "rankers")]
 
 
 def _modules() -> dict[str, Path]:
@@ -62,6 +67,31 @@ def test_models_never_import_data() -> None:
     for name, path in MODULES.items():
         if name.startswith("nas_lightning.models"):
             assert not [t for t in _imports(path) if t.startswith("nas_lightning.data")], name
+
+
+@pytest.mark.parametrize("a,b", SIBLINGS + [(b, a) for a, b in SIBLINGS])
+def test_siblings_never_import_each_other(a: str, b: str) -> None:
+    for name, path in MODULES.items():
+        if name.startswith(f"nas_lightning.{a}"):
+            assert not [t for t in _imports(path) if t.startswith(f"nas_lightning.{b}")], name
+
+
+def test_only_the_oracles_package_defines_an_oracle() -> None:
+    """Every class deriving from ``Oracle`` (or named like one) lives in ``nas_lightning.oracles``."""
+    for name, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef):
+                bases = {getattr(b, "id", getattr(b, "attr", "")) for b in node.bases}
+                if node.name.endswith("Oracle") or any(b.endswith("Oracle") for b in bases):
+                    assert name.startswith("nas_lightning.oracles"), f"{name} defines oracle {node.name}"
+
+
+def test_the_library_never_imports_the_benchmarks() -> None:
+    for name, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            mods = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            assert not [m for m in mods if m == "benchmarks" or m.startswith("benchmarks.")], f"{name} imports {mods}"
 
 
 def test_no_import_cycle() -> None:

@@ -19,20 +19,20 @@ from typing import Any, Callable
 import pytest
 import torch
 
-from nas_lightning.tasks.oracle import EvaluationView, Oracle, TableOracle
+from nas_lightning.oracles import EvaluationView, Oracle, TableOracle
 from nas_lightning.tasks.task import Task
 from nas_lightning.data import datamodule as dm_module
 from nas_lightning.models.module import MetaPredictor
 from nas_lightning.models.scoring import PredictorScorer
 from nas_lightning.search.meta import MetaSearch
 from nas_lightning.search.runner import run_comparison
-from nas_lightning.training import build_cli, fit
+from nas_lightning.metatrain import build_cli, fit
 from tests.conftest import GuardedTask, tiny_run
 
 pytestmark = pytest.mark.slow  # starts processes or trains
 
 TARGET = "nb201/ImageNet16-120/val_acc"
-ARGS = tiny_run({"data.target_tasks": f"[{TARGET}]", "data.noisy_oracle": True, "trainer.max_epochs": 3,
+ARGS = tiny_run({"data.target_tasks": f"[{TARGET}]", "data.oracle.noisy": True, "trainer.max_epochs": 3,
                  "search.per_round": 5, "search.feedback": True})
 
 
@@ -87,8 +87,8 @@ def guard(monkeypatch: pytest.MonkeyPatch) -> Guard:
     monkeypatch.setattr(MetaPredictor, "training_step", g.through("training", MetaPredictor.training_step))
     real = dm_module.load_tasks
 
-    def parse(spec: str, official_path: str | None = None, csv_dir: str | None = None) -> list[Task]:
-        tasks = real(spec, official_path, csv_dir)
+    def parse(spec: str, csv_dir: str | None = None) -> list[Task]:
+        tasks = real(spec, csv_dir)
         return [GuardedTask.wrap(t, lambda what: GUARD.check(what)) for t in tasks] if spec == TARGET else tasks
 
     monkeypatch.setattr(dm_module, "load_tasks", parse)

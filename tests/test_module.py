@@ -16,11 +16,11 @@ from torch.testing import assert_close
 from torch.utils.data import DataLoader
 
 from nas_lightning.spaces import NB201
-from nas_lightning.data.episodes import Pool, sample_episodes
+from nas_lightning.data.episodes import EpisodeSource, sample_episodes
 from nas_lightning.errors import UserError
 from nas_lightning.models.checkpoint import load_predictor
 from nas_lightning.models.module import MetaPredictor, NonFiniteLoss
-from nas_lightning.training import build_cli, fit
+from nas_lightning.metatrain import build_cli, fit
 from tests.conftest import tiny_run
 
 TARGET = "nb201/ImageNet16-120/val_acc"
@@ -163,7 +163,7 @@ def test_load_predictor_mismatch(short_run, tmp_path: Path) -> None:
 def _episodes(n: int = 3) -> DataLoader:
     g = torch.Generator().manual_seed(0)
     archs = torch.randperm(NB201.size, generator=g)[:60]
-    pool = Pool("synthetic", archs, torch.randn(60, generator=g), True)
+    pool = EpisodeSource("synthetic", archs, torch.randn(60, generator=g), True)
     return DataLoader([sample_episodes([pool], 4, 5, 10, g) for _ in range(n)], batch_size=None)
 
 
@@ -220,7 +220,7 @@ def test_bad_module_arguments() -> None:
 def test_compiled_meta_step_matches_eager() -> None:
     from torch._dynamo.utils import counters
 
-    from nas_lightning.bench.maml import setup
+    from benchmarks.maml import setup
 
     torch._dynamo.reset()
     counters.clear()

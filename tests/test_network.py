@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from nas_lightning.errors import UserError
-from nas_lightning.evaluation.network import (
+from nas_lightning.candidates.network import (
     EDGES,
     OPS,
     analytic_params,

@@ -7,7 +7,7 @@ import torch
 
 from nas_lightning.spaces import NB201
 from nas_lightning.tasks import embedded
-from nas_lightning.tasks.oracle import BudgetExhausted, EvaluationView, TableOracle
+from nas_lightning.oracles import BudgetExhausted, EvaluationView, TableOracle
 from nas_lightning.tasks.task import Task
 from nas_lightning.errors import UserError
 

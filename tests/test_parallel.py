@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from nas_lightning.search import STRATEGIES, MetaSearch, make_strategy
-from nas_lightning.search.parallel import run_parallel
-from nas_lightning.tasks.oracle import TableOracle
+from nas_lightning.search.driver import run_parallel
+from nas_lightning.oracles import TableOracle
 from tests.test_strategies import TableScorer, cifar10, cifar100, partial  # noqa: F401 (fixtures)
 
 NAMES = [n for n in STRATEGIES if n != "pretrain"]
@@ -92,11 +92,11 @@ def test_workers_below_one_is_an_error(cifar10) -> None:
 def test_the_training_oracle_charges_at_submission(tmp_path, monkeypatch) -> None:
     """submit charges (the budget counts what runs), nothing is submitted twice, results enter the
     history when collected, and the store gets each training once (here without Ray: a fake training)."""
-    from nas_lightning.evaluation import oracle as oracle_module
-    from nas_lightning.evaluation.datasets import load_digits_data
-    from nas_lightning.evaluation.recipe import get_recipe
-    from nas_lightning.evaluation.store import ResultStore
-    from nas_lightning.tasks.oracle import BudgetExhausted
+    from nas_lightning.oracles import training as oracle_module
+    from nas_lightning.candidates.datasets import load_digits_data
+    from nas_lightning.candidates.recipe import get_recipe
+    from nas_lightning.candidates.store import ResultStore
+    from nas_lightning.oracles import BudgetExhausted
 
     calls = []
     monkeypatch.setattr(oracle_module, "train_candidate", lambda ops, *a, **k: calls.append(ops) or
@@ -117,7 +117,7 @@ def test_the_training_oracle_charges_at_submission(tmp_path, monkeypatch) -> Non
 def test_a_version_1_store_gains_the_node_column(tmp_path) -> None:
     import sqlite3
 
-    from nas_lightning.evaluation.store import ResultStore
+    from nas_lightning.candidates.store import ResultStore
 
     path = tmp_path / "old.sqlite"
     with sqlite3.connect(path) as conn:
@@ -162,10 +162,10 @@ class FakePool:
 def test_a_killed_driver_resumes_from_the_store(tmp_path) -> None:
     """Results are stored as they finish (also out of order); the same command again proposes the
     same cells, trains only what was not stored, and ends with the uninterrupted run's history."""
-    from nas_lightning.evaluation.datasets import load_digits_data
-    from nas_lightning.evaluation.oracle import TrainingOracle
-    from nas_lightning.evaluation.recipe import get_recipe
-    from nas_lightning.evaluation.store import ResultStore
+    from nas_lightning.candidates.datasets import load_digits_data
+    from nas_lightning.oracles.training import TrainingOracle
+    from nas_lightning.candidates.recipe import get_recipe
+    from nas_lightning.candidates.store import ResultStore
     from nas_lightning.search.strategies import RegularizedEvolution
 
     data, recipe = load_digits_data(), get_recipe("cpu")

@@ -19,9 +19,10 @@ import pytest
 
 from nas_lightning.commands.compare import compare
 from nas_lightning.errors import UserError
-from nas_lightning.evaluation.parallel import RayPool, RaySettings
-from nas_lightning.evaluation.recipe import get_recipe
-from nas_lightning.training import build_cli, fit
+from nas_lightning.candidates.ray_pool import RayPool, RaySettings
+from nas_lightning.candidates.recipe import get_recipe
+from nas_lightning.metatrain import build_cli, fit
+from nas_lightning.oracles import OracleSettings
 from tests.conftest import tiny_run
 from tests.test_training_oracle import TINY
 
@@ -92,13 +93,14 @@ def test_two_local_workers_survive_a_killed_worker_and_give_the_sequential_resul
     """One local instance for both checks (starting Ray costs seconds): a worker killed mid-training
     costs that candidate a retry, never the search, and the results equal one-at-a-time training here."""
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    args = dict(task="train:digits", strategy="random", budget=4, seeds=1, recipe=get_recipe("cpu", **TINY))
+    args = dict(task="train:digits", strategy="random", budget=4, seeds=1)
+    recipe = get_recipe("cpu", **TINY)
     killed: list[int] = []
     stop = threading.Event()
     killer = threading.Thread(target=_kill_one_training, args=(killed, stop))
     killer.start()
     try:
-        assert compare(**args, out=str(tmp_path / "ray"), workers=2) == 0
+        assert compare(**args, out=str(tmp_path / "ray"), oracle=OracleSettings(recipe=recipe, ray=RaySettings(2))) == 0
     finally:
         stop.set()
         killer.join()
@@ -108,7 +110,7 @@ def test_two_local_workers_survive_a_killed_worker_and_give_the_sequential_resul
     on_ray = json.loads((tmp_path / "ray" / "results.json").read_text())
     assert len(rows) == len({r[:4] for r in rows}) == on_ray["distinct_candidates"] == on_ray["trainings_run"] == 4
     assert all(r[4] == "ok" for r in rows)  # the killed training was retried, not charged as failed
-    assert compare(**args, out=str(tmp_path / "here")) == 0  # one at a time in this process, a new store
+    assert compare(**args, out=str(tmp_path / "here"), oracle=OracleSettings(recipe=recipe)) == 0  # one at a time here, a new store
     here = json.loads((tmp_path / "here" / "results.json").read_text())
     assert on_ray["ray"]["workers"] == 2 and len(on_ray["ray"]["nodes"]) == 1 and here["ray"] is None
     assert _comparable(on_ray) == _comparable(here)  # a deterministic recipe: the same values, wherever trained
@@ -153,8 +155,8 @@ def test_a_two_node_cluster_joined_by_address_trains_on_both_nodes(tmp_path: Pat
         with pytest.raises(UserError, match="has the resources of one training") as small:  # 2 CPUs, but 1 per node
             RayPool(RaySettings(1, address, trial_cpus=2))
         assert "\n" not in str(small.value) and not ray.is_initialized()
-        assert compare(task="train:digits", strategy="random", budget=4, seeds=1, recipe=get_recipe("cpu", **TINY),
-                       out=str(tmp_path / "both"), workers=2, ray_address=address) == 0
+        assert compare(task="train:digits", strategy="random", budget=4, seeds=1, out=str(tmp_path / "both"),
+                       oracle=OracleSettings(recipe=get_recipe("cpu", **TINY), ray=RaySettings(2, address))) == 0
     finally:
         for proc in reversed(nodes):
             _stop(proc)
@@ -167,25 +169,25 @@ def test_a_two_node_cluster_joined_by_address_trains_on_both_nodes(tmp_path: Pat
 def test_a_bad_address_is_one_line(tmp_path: Path) -> None:
     start = time.monotonic()
     with pytest.raises(UserError, match=r"^no Ray cluster answers at 127\.0\.0\.1:\d+ .*ray start --head") as err:
-        compare(task="train:digits", strategy="random", budget=2, seeds=1, out=str(tmp_path / "out"), workers=2,
-                ray_address=f"127.0.0.1:{_free_port()}")
+        compare(task="train:digits", strategy="random", budget=2, seeds=1, out=str(tmp_path / "out"),
+                oracle=OracleSettings(ray=RaySettings(2, f"127.0.0.1:{_free_port()}")))
     assert "\n" not in str(err.value) and not (tmp_path / "out").exists() and not ray.is_initialized()
     assert time.monotonic() - start < 30  # a socket check, not Ray's connection retries (a generous bound)
     with pytest.raises(UserError, match="not host:port"):
-        compare(task="train:digits", strategy="random", budget=2, seeds=1, workers=1, ray_address="nowhere")
+        compare(task="train:digits", strategy="random", budget=2, seeds=1, oracle=OracleSettings(ray=RaySettings(1, "nowhere")))
     with pytest.raises(UserError, match="train:"):
-        compare(task="nb201/cifar10/val_acc", strategy="random", budget=2, seeds=1, workers=2)
+        compare(task="nb201/cifar10/val_acc", strategy="random", budget=2, seeds=1, oracle=OracleSettings(ray=RaySettings(2)))
 
 
 def test_the_epoch_end_search_trains_on_ray_and_logs_running_trainings(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.chdir(tmp_path)
     args = tiny_run({"data.target_tasks": "[train:digits]", "search.feedback": True, "search.per_round": 2,
-                     "search.workers": 2, "trainer.logger": "CSVLogger", "trainer.logger.save_dir": str(tmp_path),
-                     **{f"data.recipe.{k}": v for k, v in TINY.items()}})
+                     "data.oracle.ray.workers": 2, "trainer.logger": "CSVLogger", "trainer.logger.save_dir": str(tmp_path),
+                     **{f"data.oracle.recipe.{k}": v for k, v in TINY.items()}})
     cli = build_cli(args + ["--trainer.max_epochs", "1"])
     fit(cli)
-    assert not ray.is_initialized()  # the callback stopped its instance at the end of training
+    assert not ray.is_initialized()  # the DataModule stopped its instance at the end of training
     oracle = cli.datamodule.oracles["train:digits"]
     with sqlite3.connect(tmp_path / "runs" / "default" / "trainings.sqlite") as conn:
         rows = conn.execute("SELECT arch, node FROM results").fetchall()

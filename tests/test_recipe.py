@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from nas_lightning.errors import UserError
-from nas_lightning.evaluation import candidate
-from nas_lightning.evaluation.datasets import load_digits_data
-from nas_lightning.evaluation.network import analytic_params, arch_string
-from nas_lightning.evaluation.recipe import PRESETS, Recipe, balanced_subset, get_recipe, train_candidate
+from nas_lightning.candidates import candidate
+from nas_lightning.candidates.datasets import load_digits_data
+from nas_lightning.candidates.network import analytic_params, arch_string
+from nas_lightning.candidates.recipe import PRESETS, Recipe, balanced_subset, get_recipe, train_candidate
 
 TINY = Recipe(C=2, N=1, epochs=2, batch_size=16, lr=0.05, max_train_images=40)
 CELL = ("nor_conv_3x3", "skip_connect", "nor_conv_1x1", "avg_pool_3x3", "none", "nor_conv_3x3")
@@ -32,11 +32,11 @@ def digits():
 
 
 def test_presets() -> None:
-    nb = get_recipe("nb201")
+    nb = get_recipe("200ep")
     assert (nb.C, nb.N, nb.epochs, nb.batch_size, nb.lr, nb.momentum, nb.weight_decay, nb.nesterov, nb.schedule) == (
         16, 5, 200, 256, 0.1, 0.9, 5e-4, True, "cosine",
     )
-    assert get_recipe("nb201-12") == nb.replace(epochs=12)
+    assert get_recipe("12ep") == nb.replace(epochs=12)
     assert get_recipe() == PRESETS["cpu"]
     assert get_recipe("cpu", epochs=3).epochs == 3
 
@@ -45,7 +45,7 @@ def test_recipe_key_is_stable_and_ignores_the_seed() -> None:
     assert Recipe().key == Recipe().key and len(Recipe().key) == 16
     assert Recipe(seed=3).key == Recipe().key == Recipe(deterministic=False).key
     assert Recipe(lr=0.2).key != Recipe().key
-    assert PRESETS["nb201"].key != PRESETS["nb201-12"].key
+    assert PRESETS["200ep"].key != PRESETS["12ep"].key
 
 
 @pytest.mark.parametrize(

@@ -19,9 +19,9 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader
 
 from nas_lightning.spaces import NB201
-from nas_lightning.data.episodes import Pool, sample_episodes
+from nas_lightning.data.episodes import EpisodeSource, sample_episodes
 from nas_lightning.models.module import MetaPredictor
-from nas_lightning.training import FiniteModelCheckpoint, build_cli, fit
+from nas_lightning.metatrain import FiniteModelCheckpoint, build_cli, fit
 from tests.conftest import tiny_run, torch_threads
 
 pytestmark = pytest.mark.slow  # starts processes or trains
@@ -177,7 +177,7 @@ def test_interrupted_run_resumes(signum: int, tmp_path: Path, runs) -> None:
 def _loader(n: int, seed: int) -> DataLoader:
     g = torch.Generator().manual_seed(seed)
     archs = torch.randperm(NB201.size, generator=g)[:60]
-    pool = Pool("synthetic", archs, torch.randn(60, generator=g), True)
+    pool = EpisodeSource("synthetic", archs, torch.randn(60, generator=g), True)
     return DataLoader([sample_episodes([pool], 4, 5, 10, g) for _ in range(n)], batch_size=None)
 
 

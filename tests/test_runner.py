@@ -173,7 +173,7 @@ def test_kendall_tau_b_matches_torchmetrics_with_ties(n: int) -> None:
     """The O(n log n) Kendall tau-b agrees with torchmetrics' pairwise one, ties in either input."""
     from torchmetrics.functional import kendall_rank_corrcoef
 
-    from nas_lightning.search.ranking import kendall_tau_b
+    from nas_lightning.rankers.ranking import kendall_tau_b
 
     g = torch.Generator().manual_seed(n)
     for levels in (2, 5, 10_000):  # heavy ties ... almost none

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from nas_lightning.errors import UserError
-from nas_lightning.evaluation.store import COLUMNS, ResultStore
+from nas_lightning.candidates.store import COLUMNS, ResultStore
 
 OK = {"status": "ok", "val_acc": 91.5, "test_acc": 90.25, "params": 0.5, "seconds": 3.2, "reason": ""}
 
@@ -85,7 +85,7 @@ _WRITER = textwrap.dedent(
     """
     import sys
     sys.path.insert(0, {root!r})
-    from nas_lightning.evaluation.store import ResultStore
+    from nas_lightning.candidates.store import ResultStore
     store = ResultStore({path!r})
     i = 0
     while True:

@@ -8,11 +8,11 @@ import torch
 
 from nas_lightning.spaces import NB201
 from nas_lightning.tasks import load
-from nas_lightning.tasks.oracle import TableOracle
+from nas_lightning.oracles import TableOracle
 from nas_lightning.tasks.task import Task
 from nas_lightning.errors import UserError
 from nas_lightning.search import STRATEGIES, MetaSearch, RegularizedEvolution, Reinforce, Strategy, make_strategy
-from nas_lightning.search.pool import quota
+from nas_lightning.search.state import quota
 from tests.conftest import GuardedTask, only_from
 
 NAMES = list(STRATEGIES)
@@ -192,7 +192,7 @@ def test_meta_large_space_schedule_scores_mutations_of_the_measured_best(cifar10
 
 @pytest.mark.parametrize("name", NAMES)
 def test_target_values_come_only_through_oracle_query(name: str, cifar10: Task, cifar100: Task) -> None:
-    guarded = GuardedTask.wrap(cifar10, only_from("_evaluate", "oracle.py"))  # values only as an oracle answers
+    guarded = GuardedTask.wrap(cifar10, only_from("_evaluate", "oracles/table.py"))  # values only as an oracle answers
     oracle = run_fresh(guarded, name, cifar100, budget=30, seed=0)
     assert oracle.num_queries == 30 and guarded.reads == 30
 

@@ -16,18 +16,18 @@ import pytest
 import torch
 
 from nas_lightning.errors import UserError
-from nas_lightning.evaluation import oracle as oracle_module
-from nas_lightning.evaluation.datasets import load_digits_data
-from nas_lightning.evaluation.oracle import FAILED_VALUE, TrainingOracle, TrainingSpec
-from nas_lightning.evaluation.recipe import get_recipe
-from nas_lightning.evaluation.store import ResultStore
-from nas_lightning.tasks.oracle import BudgetExhausted
-from nas_lightning.training import build_cli, fit
+from nas_lightning.oracles import training as oracle_module
+from nas_lightning.candidates.datasets import load_digits_data
+from nas_lightning.oracles.training import FAILED_VALUE, TrainingOracle, TrainingSpec
+from nas_lightning.candidates.recipe import get_recipe
+from nas_lightning.candidates.store import ResultStore
+from nas_lightning.oracles import BudgetExhausted
+from nas_lightning.metatrain import build_cli, fit
 from tests.conftest import tiny_run
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"epochs": 1, "max_train_images": 40, "C": 4, "batch_size": 20}  # a second or two a candidate
-TINY_FLAGS = [a for k, v in TINY.items() for a in (f"--recipe.{k}", str(v))]
+TINY_FLAGS = [a for k, v in TINY.items() for a in (f"--oracle.recipe.{k}", str(v))]
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +129,7 @@ def test_train_py_runs_the_seeds_loop_on_digits_and_resumes_without_retraining(t
     monkeypatch.setattr(oracle_module, "train_candidate", lambda ops, *a, **k: calls.append(ops) or real(ops, *a, **k))
     monkeypatch.chdir(tmp_path)
     args = tiny_run({"data.target_tasks": "[train:digits]", "search.feedback": True, "search.per_round": 2,
-                     "trainer.logger": False, **{f"data.recipe.{k}": v for k, v in TINY.items()}})
+                     "trainer.logger": False, **{f"data.oracle.recipe.{k}": v for k, v in TINY.items()}})
     fit(build_cli(args + ["--trainer.max_epochs", "1"]))
     assert len(calls) == 2
     cli = build_cli(args + ["--trainer.max_epochs", "2", "--ckpt_path", "last"])

@@ -2,6 +2,7 @@
 
     python search.py tasks    [--task SPEC]
     python search.py compare  --task SPEC --strategy meta,rea,random --budget N --seeds S --ckpt CKPT --out DIR
+                              [--meta.* ...] [--pretrain.* ...] [--oracle.* ...]
     python search.py rank     --task SPEC --ckpt CKPT --support K --seeds S [--support_archs FILE] --out DIR
     python search.py suggest  --ckpt CKPT --k K [--task SPEC]
     python search.py predict  --task csv:FILE --ckpt CKPT --out FILE.csv
@@ -9,13 +10,17 @@
 
 Each subcommand takes ``--config FILE.yaml`` and ``--print_config`` as ``train.py`` does. Options
 are spelt with underscores (``--support_archs``); the dashed spelling (``--support-archs``) is
-accepted too, and a boolean option alone (``--noisy``) means true.
+accepted too, and a boolean option alone (``--oracle.noisy``) means true. Grouped settings are
+typed dataclasses, nested with a dot (``--oracle.ray.workers 2``, ``--meta.beta 1``), the same
+groups ``train.py`` takes (``--data.oracle.ray.workers 2``, ``--search.meta.beta 1``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import sys
+import typing
 from typing import Any, Callable
 
 from jsonargparse import ActionConfigFile, ArgumentParser
@@ -51,12 +56,26 @@ def parser() -> ArgumentParser:
     return top
 
 
+def _bool_options(fn: Callable[..., Any]) -> set[str]:
+    """The boolean options of a command, nested groups included (``oracle.noisy``)."""
+    hints = typing.get_type_hints(fn)
+
+    def walk(prefix: str, tp: Any) -> set[str]:
+        if tp is bool:
+            return {prefix}
+        if dataclasses.is_dataclass(tp):
+            sub = typing.get_type_hints(tp)
+            return {n for f in dataclasses.fields(tp) for n in walk(f"{prefix}.{f.name}", sub[f.name])}
+        return set()
+
+    return {n for name in inspect.signature(fn).parameters for n in walk(name, hints.get(name))}
+
+
 def _normalised(argv: list[str]) -> list[str]:
     """``--support-archs x`` as ``--support_archs x`` (option names only, never values), and a
-    boolean option given alone (``--noisy``) as ``--noisy=true``."""
+    boolean option given alone (``--oracle.noisy``) as ``--oracle.noisy=true``."""
     command = next((a for a in argv if a in COMMANDS), None)
-    flags = set() if command is None else {n for n, p in inspect.signature(COMMANDS[command]).parameters.items()
-                                             if p.annotation in (bool, "bool")}
+    flags = set() if command is None else _bool_options(COMMANDS[command])
     out = []
     for i, a in enumerate(argv):
         if a.startswith("--") and len(a) > 2:

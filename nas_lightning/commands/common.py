@@ -10,11 +10,9 @@ import torch
 from nas_lightning.errors import UserError
 from nas_lightning.models.checkpoint import load_predictor
 from nas_lightning.models.module import MetaPredictor
-from nas_lightning.models.scoring import finetuned
-from nas_lightning.search.ranking import csv_sources
-from nas_lightning.tasks.embedded import load_embedded
+from nas_lightning.models.scoring import FineTuneOptions, finetuned
+from nas_lightning.rankers.ranking import csv_sources
 from nas_lightning.tasks.load import load_task
-from nas_lightning.tasks.nbg import load_nbg
 from nas_lightning.tasks.spec import TaskSpec
 from nas_lightning.tasks.task import Task
 
@@ -30,11 +28,11 @@ def device(name: str) -> str:
     return name
 
 
-def one_task(spec: str | None, official_path: str | None, flag: str = "--task") -> Task:
+def one_task(spec: str | None, flag: str = "--task") -> Task:
     """The one task ``spec`` names (required)."""
     if not spec:
         raise UserError(f"{flag} SPEC is required (see python search.py tasks)")
-    return load_task(spec, official_path)
+    return load_task(spec)
 
 
 def predictor_for(ckpt: str | None, task: Task | None, device_name: str, needed_by: str) -> MetaPredictor:
@@ -44,16 +42,17 @@ def predictor_for(ckpt: str | None, task: Task | None, device_name: str, needed_
     return load_predictor(ckpt, device(device_name), None if task is None else task.space)
 
 
-def pretrained_for(ckpt: str | None, task: Task, device_name: str, steps: int, lr: float) -> MetaPredictor | None:
+def pretrained_for(options: FineTuneOptions, task: Task, device_name: str) -> MetaPredictor | None:
     """The ``pretrain`` baseline's predictor: a checkpoint of ``configs/pretrain.yaml`` fine-tuned
-    by ``steps`` SGD steps of rate ``lr`` on the support (``None`` without a checkpoint)."""
+    by ``options.steps`` SGD steps of rate ``options.lr`` on the support (``None`` without a checkpoint)."""
+    ckpt, steps, lr = options.ckpt, options.steps, options.lr
     if not ckpt:
         return None
     if steps < 1 or lr <= 0:
-        raise UserError(f"--finetune_steps must be >= 1 and --finetune_lr > 0, got {steps} and {lr}")
+        raise UserError(f"--pretrain.steps must be >= 1 and --pretrain.lr > 0, got {steps} and {lr}")
     module = load_predictor(ckpt, device(device_name), task.space)
     if module.hparams.inner_steps != 0 or module.hparams.context != 0:
-        log.warning("--pretrained %s was meta-trained (inner_steps=%d, context=%d), not pretrained with "
+        log.warning("--pretrain.ckpt %s was meta-trained (inner_steps=%d, context=%d), not pretrained with "
                     "configs/pretrain.yaml: the pretrain baseline then does not isolate MAML",
                     ckpt, module.hparams.inner_steps, module.hparams.context)
     return finetuned(module, steps, lr)
@@ -67,36 +66,25 @@ def check_runs(seeds: int, out: str | None) -> None:
         raise UserError(f"--out {out!r} is a file; give a folder (it is created if missing)")
 
 
-def target_and_source(task: str, source: str | None, seeds: int, out: str | None,
-                      official_path: str | None) -> tuple[Task, Task | None]:
-    """The target task and the fixed transfer source of ``compare`` and ``rank``, after
-    :func:`check_runs`."""
+def target_and_source(task: str, source: str | None, seeds: int, out: str | None) -> tuple[Task, Task | None]:
+    """The target task and the fixed transfer source of ``rank``, after :func:`check_runs`."""
     check_runs(seeds, out)
-    target = one_task(task, official_path)
-    fixed = source_task(source, target.space.name, official_path)
+    target = one_task(task)
+    fixed = source_task(source, target.space.name)
     if fixed is not None and fixed.fingerprint == target.fingerprint:
         raise UserError(f"--source {source} holds the same table as --task {task}; transfer from another table")
     return target, fixed
 
 
-def source_task(source: str | None, space: str, official_path: str | None) -> Task | None:
+def source_task(source: str | None, space: str) -> Task | None:
     """The fixed transfer source ``--source`` names (``None`` without one), of the target's search ``space``."""
     if not source:
         return None
-    fixed = one_task(source, official_path, "--source")
+    fixed = one_task(source, "--source")
     if fixed.space.name != space:
         raise UserError(f"--source {source} is a task of search space {fixed.space.name!r}, not {space!r} (the --task's); "
                         f"transfer from a {space} task")
     return fixed
-
-
-def params_table(task: Task) -> Task | None:
-    """The parameter counts behind the ``params`` baseline: NB201's (CIFAR-10) for any NB201 task,
-    the dataset's own ``nbg/<dataset>/params`` for an ``nbg/...`` task; ``None`` where there are none."""
-    if task.space.name == "nb201":
-        return load_embedded("cifar10", "params")
-    spec = TaskSpec.parse(task.name)
-    return load_nbg(spec.dataset, "params") if spec.kind == "nbg" else None
 
 
 def seen_note(module: MetaPredictor, task: Task) -> dict:

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import torch
 
-from nas_lightning.commands.common import one_task, params_table, predictor_for, seen_note
+from nas_lightning.commands.common import one_task, predictor_for, seen_note
 from nas_lightning.errors import UserError
 from nas_lightning.files import atomic, write_json
-from nas_lightning.search.constrained import LatencyModel, Proposal, propose
-from nas_lightning.tasks.oracle import TableOracle
+from nas_lightning.rankers.latency_limit import MetaLatency, ParamsLatency, Proposal, propose
+from nas_lightning.oracles import TableOracle
+from nas_lightning.tasks.load import params_table
 from nas_lightning.tasks.task import Task
 
 UNITS = ("ms", "us", "s")
@@ -86,7 +87,7 @@ def _write(prop: Proposal, path: Path, space, unit: str) -> None:
 
 def constrained(accuracy: str, latency: str, limit: str, ckpt: str | None = None, predictor: str = "meta",
                 ask: int = 5, show: int = 10, stop: float = 0.01, out: str | None = None,
-                official_path: str | None = None, device: str = "auto") -> int:
+                device: str = "auto") -> int:
     """The most accurate architecture predicted to run under a latency limit on your device, from
     the latencies you measured so far; says which to measure next while it is unsure.
 
@@ -101,7 +102,6 @@ def constrained(accuracy: str, latency: str, limit: str, ckpt: str | None = None
         stop: sure when no unmeasured architecture more accurate than the pick meets the limit
             with at least this probability.
         out: write the pick, candidates and next measurements to this .csv or .json file.
-        official_path: the official NB201 file for nb201-official/... specs (else NB201_PATH).
         device: auto, cpu or cuda: where the predictor runs.
     """
     if str(accuracy).startswith("train:"):
@@ -111,12 +111,12 @@ def constrained(accuracy: str, latency: str, limit: str, ckpt: str | None = None
         raise UserError(f"--ask must be >= 1, --show >= 0 and --stop in (0, 1), got {ask}, {show} and {stop}")
     if out and (Path(out).is_dir() or Path(out).suffix not in (".csv", ".json")):
         raise UserError(f"--out {out!r} must be a .csv or .json file name")
-    lat_task = one_task(latency, official_path, "--latency")
+    lat_task = one_task(latency, "--latency")
     unit = table_unit(lat_task)
     column = lat_task.name.rpartition("#")[2]
     bound = parse_limit(limit, unit, column)
     archs, values = _latencies(lat_task)
-    acc_task = one_task(accuracy, official_path, "--accuracy")
+    acc_task = one_task(accuracy, "--accuracy")
     if acc_task.space != lat_task.space:
         raise UserError(f"--accuracy {accuracy} is a task of space {acc_task.space.name!r}, --latency of "
                         f"{lat_task.space.name!r}; give both for the same search space")
@@ -125,12 +125,12 @@ def constrained(accuracy: str, latency: str, limit: str, ckpt: str | None = None
     if predictor == "meta":
         module = predictor_for(ckpt, lat_task, device, "constrained --predictor meta")
         seen_note(module, lat_task)
-        model = LatencyModel("meta", module=module)
+        model = MetaLatency(module)
     elif predictor == "params":
         table = params_table(lat_task)
         if table is None:
             raise UserError(f"--predictor params: no parameter-count table for search space {lat_task.space.name}; use meta")
-        model = LatencyModel("params", params=table)
+        model = ParamsLatency(table)
     else:
         raise UserError(f"unknown --predictor {predictor!r}; choose meta or params")
     prop = propose(model, archs, values, acc_task.archs, acc_values, bound, ask, stop, show)

@@ -10,10 +10,10 @@ import torch
 from nas_lightning.commands.common import one_task, predictor_for
 from nas_lightning.errors import UserError
 from nas_lightning.files import atomic
-from nas_lightning.search.ranking import predict_all
+from nas_lightning.rankers.ranking import predict_all
 
 
-def predict(task: str, ckpt: str, out: str, official_path: str | None = None, device: str = "auto") -> int:
+def predict(task: str, ckpt: str, out: str, device: str = "auto") -> int:
     """Adapt on every measured row of TASK (e.g. your 10 latencies) and write every architecture
     of the space, best first, to a CSV.
 
@@ -21,10 +21,9 @@ def predict(task: str, ckpt: str, out: str, official_path: str | None = None, de
         task: your measurements, e.g. csv:my_device.csv.
         ckpt: predictor checkpoint from train.py.
         out: the CSV file to write (rank, arch, score, measured value).
-        official_path: the official NB201 file for nb201-official/... specs (else NB201_PATH).
         device: auto, cpu or cuda: where the predictor runs.
     """
-    target = one_task(task, official_path)
+    target = one_task(task)
     if target.size < 2:
         raise UserError(f"predict: task {target.name} holds {target.size} measured architecture; give at least 2")
     path = Path(out)

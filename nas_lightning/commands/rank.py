@@ -4,22 +4,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nas_lightning.commands.common import (params_table, predictor_for, pretrained_for, read_support, seen_note,
-                                           target_and_source, transfer_sources)
+from nas_lightning.commands.common import (predictor_for, pretrained_for, read_support, seen_note, target_and_source,
+                                           transfer_sources)
 from nas_lightning.errors import UserError
 from nas_lightning.files import write_json
-from nas_lightning.search.ranking import rank_only
-
-METHODS = ("meta", "blend", "pretrain", "transfer", "params", "scratch")
+from nas_lightning.models.scoring import FineTuneOptions
+from nas_lightning.rankers.baselines import baselines
+from nas_lightning.rankers.ranking import rank_with
+from nas_lightning.tasks.load import params_table
 
 
 def rank(task: str, ckpt: str, support: int = 10, seeds: int = 10, source: str | None = None,
-         support_archs: str | None = None, out: str | None = None, pretrained: str | None = None,
-         finetune_steps: int = 20, finetune_lr: float = 0.03, official_path: str | None = None,
-         device: str = "auto") -> int:
+         support_archs: str | None = None, out: str | None = None, device: str = "auto",
+         pretrain: FineTuneOptions = FineTuneOptions()) -> int:
     """Adapt on K architectures of TASK per draw and rank all of it; report Spearman and Kendall for
     the meta predictor beside scratch, params, transfer, blend (meta and transfer mixed by a weight
-    chosen on the K measurements) and (with --pretrained) pretrain.
+    chosen on the K measurements) and (with --pretrain.ckpt) pretrain.
 
     Args:
         task: the task to rank (a complete table).
@@ -29,26 +29,23 @@ def rank(task: str, ckpt: str, support: int = 10, seeds: int = 10, source: str |
         source: a fixed source task for transfer (default: the checkpoint's best-matching training table).
         support_archs: a file of architecture strings, one a line: a fixed support instead of random draws.
         out: folder for results.json.
-        pretrained: a checkpoint of configs/pretrain.yaml: adds the pretrain baseline (fine-tuned on the support).
-        finetune_steps: pretrain: SGD steps on the support.
-        finetune_lr: pretrain: SGD learning rate.
-        official_path: the official NB201 file for nb201-official/... specs (else NB201_PATH).
         device: auto, cpu or cuda: where the predictor runs.
+        pretrain: the pretrain baseline's checkpoint (of configs/pretrain.yaml) and fine-tuning on the support.
     """
-    target, fixed_source = target_and_source(task, source, seeds, out, official_path)
+    target, fixed_source = target_and_source(task, source, seeds, out)
     if support < 2 or support >= target.size:
         raise UserError(f"--support must be between 2 and {target.size - 1} (the task's size - 1), got {support}")
     fixed = read_support(support_archs, target) if support_archs else None
     module = predictor_for(ckpt, target, device, "rank")
-    baseline = pretrained_for(pretrained, target, device, finetune_steps, finetune_lr)
+    baseline = pretrained_for(pretrain, target, device)
     sources = transfer_sources(module, target) if fixed_source is None else None
-    results = rank_only(target, module, len(fixed) if fixed is not None else support, seeds, fixed_source, fixed,
-                        sources, params_table(target), baseline)
+    rankers = baselines(target, module, fixed_source, sources, params_table(target), baseline)
+    results = rank_with(target, rankers, len(fixed) if fixed is not None else support, seeds, fixed)
     results.update(seen_note(module, target))
-    for name in METHODS:
-        if name in results:
-            r = results[name]
-            print(f"{name:10s} spearman {r['spearman_mean']:.4f} ± {r['spearman_std']:.4f}   "
+    for ranker in rankers:
+        if ranker.name in results:
+            r = results[ranker.name]
+            print(f"{ranker.name:10s} spearman {r['spearman_mean']:.4f} ± {r['spearman_std']:.4f}   "
                   f"kendall {r['kendall_mean']:.4f} ± {r['kendall_std']:.4f}")
     if sources and "transfer" in results:
         picks = results["transfer"]["sources"]

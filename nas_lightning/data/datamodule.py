@@ -11,15 +11,13 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
-from nas_lightning.data.episodes import Pool, sample_episodes
+from nas_lightning.data.episodes import EpisodeSource, sample_episodes
 from nas_lightning.errors import UserError
-from nas_lightning.evaluation.oracle import TrainingOracle, TrainingSpec, is_training_spec
-from nas_lightning.evaluation.recipe import PRESETS, Recipe
-from nas_lightning.evaluation.store import ResultStore
 from nas_lightning.models.batch import EpisodeBatch
-from nas_lightning.spaces import NB201, SearchSpace
+from nas_lightning.oracles import Oracle, OracleFactory, OracleSettings
+from nas_lightning.spaces import SearchSpace
 from nas_lightning.tasks.load import load_tasks
-from nas_lightning.tasks.oracle import Oracle, TableOracle
+from nas_lightning.tasks.spec import is_training_spec
 from nas_lightning.tasks.task import Task
 
 log = logging.getLogger(__name__)
@@ -64,7 +62,6 @@ class NASTaskDataModule(L.LightningDataModule):
         val_tasks: task specs for model selection (fixed episodes, the same every epoch).
         target_tasks: held-out task specs, reachable only through their oracles.
         csv_dir: base folder for relative ``csv:`` paths (one override moves a whole table set).
-        official_path: the official NB201 file for ``nb201-official/...`` specs (else ``NB201_PATH``).
         support: K, architectures with values an episode adapts on.
         query: Q, architectures an episode is scored on after adaptation.
         meta_batch: episodes per meta-step.
@@ -72,20 +69,17 @@ class NASTaskDataModule(L.LightningDataModule):
         val_episodes: fixed episodes per meta-val task.
         val_query: query size of a validation episode.
         target_budget: oracle budget of each target task over the whole run.
-        noisy_oracle: target queries return one sampled training seed instead of the mean.
-        recipe: how a ``train:<dataset>`` target trains each queried cell (see README, "Search on
-            your own data").
-        store: the SQLite file of a ``train:`` target's finished trainings (default: beside the
-            run's checkpoints, ``<run>/trainings.sqlite``); resuming reuses it.
+        oracle: how the targets answer: noisy tables; for a ``train:<dataset>`` target the recipe
+            each queried cell trains with, the store of finished trainings (default: beside the
+            run's checkpoints; resuming reuses it) and Ray workers.
         seed: seeds the DataModule's own generator (episodes) and the fixed validation draws.
     """
 
     def __init__(self, train_tasks: list[str] = ["nb201/cifar10/val_acc"], val_tasks: list[str] = [],
-                 target_tasks: list[str] = [], csv_dir: str | None = None, official_path: str | None = None,
+                 target_tasks: list[str] = [], csv_dir: str | None = None,
                  support: int = 10, query: int = 200, meta_batch: int = 16, steps_per_epoch: int = 200,
                  val_episodes: int = 10, val_query: int = 1000, target_budget: int = 100,
-                 noisy_oracle: bool = False, recipe: Recipe = PRESETS["cpu"], store: str | None = None,
-                 seed: int = 0) -> None:
+                 oracle: OracleSettings = OracleSettings(), seed: int = 0) -> None:
         super().__init__()
         self.save_hyperparameters()
         if support < 2 or query < 1:
@@ -94,7 +88,8 @@ class NASTaskDataModule(L.LightningDataModule):
                             ("val_episodes", val_episodes), ("val_query", val_query), ("target_budget", target_budget)):
             if value < 1:
                 raise UserError(f"data.{name} must be at least 1, got {value}")
-        self.recipe = recipe if isinstance(recipe, Recipe) else Recipe(**recipe)  # a dict from a saved config
+        self.settings = oracle if isinstance(oracle, OracleSettings) else OracleSettings(**oracle)  # a dict from a saved config
+        self.factory: OracleFactory | None = None
         self.generator = torch.Generator().manual_seed(seed)
         self.train: list[Task] = []
         self.val: list[Task] = []
@@ -113,7 +108,7 @@ class NASTaskDataModule(L.LightningDataModule):
 
     # -- tasks -----------------------------------------------------------------------------
     def _resolve(self, specs: list[str]) -> list[Task]:
-        return [t for s in specs for t in load_tasks(s, self.hparams.official_path, self.hparams.csv_dir)]
+        return [t for s in specs for t in load_tasks(s, self.hparams.csv_dir)]
 
     def setup(self, stage: str | None = None) -> None:
         """Resolve the tasks (once) and learn this process's rank for sharding meta-batches."""
@@ -141,9 +136,10 @@ class NASTaskDataModule(L.LightningDataModule):
             return
         hp = self.hparams
         self.train, self.val = self._resolve(hp.train_tasks), self._resolve(hp.val_tasks)
+        self.factory = OracleFactory(self.settings, hp.target_budget, csv_dir=hp.csv_dir,
+                                     default_store=self.default_store, log_dir=self.candidate_logs)
         targets = self._resolve([s for s in hp.target_tasks if not is_training_spec(s)])
-        trained = [TrainingSpec.parse(s) for s in hp.target_tasks if is_training_spec(s)]
-        datasets = {str(s): s.load(self.recipe.resolution if s.dataset == "folder" else None) for s in trained}  # bad data fails here, before any store is opened
+        trained = [self.factory.resolve(s) for s in hp.target_tasks if is_training_spec(s)]  # bad data fails here
         if not self.train:
             raise UserError("no meta-train task given; set data.train_tasks to one or more task specs")
         roles = [("meta-train", self.train), ("meta-val", self.val), ("target", targets)]
@@ -161,7 +157,7 @@ class NASTaskDataModule(L.LightningDataModule):
                 tables.setdefault(t.fingerprint, (t.name, role))
                 if t.report_only and role != "target":
                     raise UserError(f"task {t.name} is report-only (test accuracy) and cannot be a {role} task; use val_acc")
-        spaces = {t.space.name for t in self.train + self.val + targets} | ({NB201.name} if trained else set())
+        spaces = {t.space.name for t in self.train + self.val + targets + trained}
         if len(spaces) > 1:
             raise UserError(f"the tasks span search spaces {', '.join(sorted(spaces))}; a run trains on one space")
         self.space = self.train[0].space
@@ -172,24 +168,23 @@ class NASTaskDataModule(L.LightningDataModule):
             if t.size < hp.support + hp.query:
                 raise UserError(f"meta-train task {t.name} has {t.size} architectures, fewer than data.support + data.query = "
                                 f"{hp.support} + {hp.query}; lower data.query to at most {t.size - hp.support}")
-        self.oracles: dict[str, Oracle] = {t.name: TableOracle(t, hp.target_budget, hp.noisy_oracle, seed=hp.seed)
-                                           for t in targets}
-        if trained:
-            store = ResultStore(hp.store or self.default_store)
-            for name, data in datasets.items():
-                self.oracles[name] = TrainingOracle(data, self.recipe, store, hp.target_budget, name=name,
-                                                    log_dir=self.candidate_logs)
+        self.oracles: dict[str, Oracle] = {t.name: self.factory.oracle(t, hp.seed) for t in targets + trained}
         self.fed_back = {name: [] for name in self.oracles}
-        self._base_pools = [Pool.from_task(t) for t in self.train]
-        self._target_pools: dict[str, Pool] = {}
+        self._base_pools = [EpisodeSource.from_task(t) for t in self.train]
+        self._target_pools: dict[str, EpisodeSource] = {}
         gen = torch.Generator().manual_seed(hp.seed + 7919)
         self.val_batches = [
-            sample_episodes([Pool.from_task(t)], hp.val_episodes, hp.support, min(hp.val_query, t.size - hp.support), gen)
+            sample_episodes([EpisodeSource.from_task(t)], hp.val_episodes, hp.support, min(hp.val_query, t.size - hp.support), gen)
             for t in self.val
         ]
         log.info("meta-train %d tasks, meta-val %d, targets %s", len(self.train), len(self.val), list(self.oracles))
 
-    def train_pools(self) -> list[Pool]:
+    def teardown(self, stage: str | None = None) -> None:
+        """Stop (or leave) the Ray instance the targets' trainings ran on, if one was started."""
+        if self.factory is not None:
+            self.factory.close()
+
+    def train_pools(self) -> list[EpisodeSource]:
         """Pools of the meta-train tasks, plus each target restricted to what was fed back."""
         return self._base_pools + list(self._target_pools.values())
 
@@ -200,7 +195,7 @@ class NASTaskDataModule(L.LightningDataModule):
                 oracle = self.oracles[name]
                 archs = torch.tensor(idx)
                 vals = (oracle.query(archs) * oracle.sign).float()  # already paid: repeated queries are free
-                self._target_pools[name] = Pool(name, archs, vals, oracle.direction == "max")
+                self._target_pools[name] = EpisodeSource(name, archs, vals, oracle.direction == "max")
 
     def refresh(self, name: str, indices: torch.Tensor) -> None:
         """Hand newly evaluated architectures of target ``name`` to training (the task set refresh).

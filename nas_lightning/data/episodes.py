@@ -17,7 +17,7 @@ from nas_lightning.tasks.task import Task
 
 
 @dataclass
-class Pool:
+class EpisodeSource:
     """Architectures and signed values one task's episodes are drawn from."""
 
     name: str
@@ -26,7 +26,7 @@ class Pool:
     maximise: bool  # the raw metric's direction (task metadata, never a value)
 
     @classmethod
-    def from_task(cls, task: Task) -> "Pool":
+    def from_task(cls, task: Task) -> "EpisodeSource":
         """The whole table of a meta-train or meta-val task."""
         return cls(task.name, task.archs, (task.values() * task.sign).float(), task.direction == "max")
 
@@ -35,7 +35,7 @@ class Pool:
         return len(self.archs)
 
 
-def sample_episodes(pools: list[Pool], tasks: int, support: int, query: int,
+def sample_episodes(pools: list[EpisodeSource], tasks: int, support: int, query: int,
                     generator: torch.Generator) -> EpisodeBatch:
     """Draw ``tasks`` episodes; each picks a pool uniformly, then disjoint support and query sets.
 

@@ -8,6 +8,7 @@ takes (see :class:`~nas_lightning.search.meta.Scorer`).
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -136,6 +137,21 @@ def _active_features(module: MetaPredictor) -> torch.Tensor | None:
     active = ones.nonzero()[:, 1].view(len(module.codes), -1) if binary else None
     module._active_cache = (module.codes.device, active)
     return active
+
+
+@dataclass(frozen=True)
+class FineTuneOptions:
+    """The ``pretrain`` baseline: a multi-task pretrained predictor fine-tuned on what was measured.
+
+    Args:
+        ckpt: a checkpoint of ``configs/pretrain.yaml`` (unset: no ``pretrain`` baseline).
+        steps: SGD steps on the measured architectures.
+        lr: SGD learning rate.
+    """
+
+    ckpt: str | None = None
+    steps: int = 20
+    lr: float = 0.03
 
 
 def finetuned(module: MetaPredictor, steps: int, lr: float) -> MetaPredictor:

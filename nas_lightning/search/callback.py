@@ -9,13 +9,10 @@ import lightning as L
 import torch
 from torchmetrics.functional import spearman_corrcoef
 
-from nas_lightning.errors import UserError
-from nas_lightning.evaluation.oracle import TrainingOracle
-from nas_lightning.evaluation.parallel import RayPool, RaySettings
 from nas_lightning.models.scoring import PredictorScorer, score
-from nas_lightning.search.parallel import run_parallel
-from nas_lightning.search.meta import MetaSearch
-from nas_lightning.tasks.oracle import Oracle
+from nas_lightning.oracles import Oracle
+from nas_lightning.search.driver import run_parallel
+from nas_lightning.search.meta import MetaOptions, MetaSearch
 
 log = logging.getLogger(__name__)
 
@@ -23,33 +20,23 @@ log = logging.getLogger(__name__)
 class SearchCallback(L.Callback):
     """Runs one round of predictor-guided search on every target task at each training epoch end.
 
+    A target whose oracle trains several candidates at once (``--data.oracle.ray.workers N``) is
+    searched with a fixed lag (same seed and workers, same result); the others one query at a time.
+
     Args:
         per_round: oracle queries per target per round.
-        batch: architectures queried per scoring step within a round.
-        members: bootstrap members of the scorer (1: pure exploitation).
-        beta: exploration weight (mean + beta * spread).
+        meta: how the search uses the predictor (architectures per scoring step, bootstrap
+            members, exploration weight).
         feedback: hand the newly evaluated architectures to the DataModule for training (the task
             set refresh); off keeps the target out of training entirely.
         seed: seeds the callback's own generator.
-        workers: ``train:`` targets: trainings at once on Ray (a local instance started at the first
-            round and stopped when training ends, or the cluster at ``ray_address``); the search
-            proposes with a fixed lag (same seed and workers, same result). ``None``: one at a time here.
-        ray_address: host:port of a Ray cluster started with ``ray start --head`` to join.
-        trial_cpus: CPUs per training on Ray.
-        trial_gpus: GPUs per training on Ray (a fraction lets several trainings share a card).
-        max_retries: retries of a training whose Ray worker or node was lost (then it counts as failed).
     """
 
-    def __init__(self, per_round: int = 5, batch: int = 1, members: int = 8, beta: float = 0.5,
-                 feedback: bool = True, seed: int = 0, workers: int | None = None, ray_address: str | None = None,
-                 trial_cpus: float = 1.0, trial_gpus: float = 0.0, max_retries: int = 2) -> None:
-        self.per_round, self.batch, self.members, self.beta = per_round, batch, members, beta
+    def __init__(self, per_round: int = 5, meta: MetaOptions = MetaOptions(), feedback: bool = True,
+                 seed: int = 0) -> None:
+        self.per_round, self.meta = per_round, meta if isinstance(meta, MetaOptions) else MetaOptions(**meta)
         self.feedback = feedback
         self.generator = torch.Generator().manual_seed(seed)
-        if workers is None and ray_address is not None:
-            raise UserError("search.ray_address needs search.workers N (how many trainings run at once)")
-        self.ray = None if workers is None else RaySettings(workers, ray_address, trial_cpus, trial_gpus, max_retries)
-        self._pool: RayPool | None = None
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         dm = trainer.datamodule
@@ -58,14 +45,11 @@ class SearchCallback(L.Callback):
             if trainer.is_global_zero and (oracle.remaining is None or oracle.remaining > 0):
                 was_training = pl_module.training
                 pl_module.eval()
-                scorer = PredictorScorer(pl_module, oracle.direction == "max", self.members)
-                search = MetaSearch(scorer, batch=self.batch, beta=self.beta)
-                if self.ray is not None and isinstance(oracle, TrainingOracle):
-                    if self._pool is None:
-                        self._pool = RayPool(self.ray)
-                    oracle.pool = self._pool
+                scorer = PredictorScorer(pl_module, oracle.direction == "max", self.meta.members)
+                search = MetaSearch(scorer, batch=self.meta.batch, beta=self.meta.beta)
+                if oracle.workers is not None:
                     progress = self._progress(trainer, name, len(dm.oracles) > 1, oracle.num_queries)
-                    run_parallel(search, oracle, self.per_round, self.generator, self.ray.workers, progress)
+                    run_parallel(search, oracle, self.per_round, self.generator, oracle.workers, progress)
                 else:
                     search.run(oracle, self.per_round, self.generator)
                 pl_module.train(was_training)
@@ -77,12 +61,6 @@ class SearchCallback(L.Callback):
             if self.feedback and len(new):
                 dm.refresh(name, new)
             self._log(trainer, pl_module, name, oracle)
-
-    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        """Stop (or leave) the Ray instance of the search, if one was started."""
-        if self._pool is not None:
-            self._pool.close()
-            self._pool = None
 
     @staticmethod
     def _progress(trainer: L.Trainer, name: str, many: bool, before: int) -> Callable[[int, int], None]:

@@ -14,15 +14,17 @@ regret as two parents and every 4th, a smaller worst case (BENCHMARKS.md notes).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import logging
 from typing import Protocol
 
 import torch
 
 from nas_lightning.errors import UserError
-from nas_lightning.search.pool import Pool, Proposer
+from nas_lightning.search.state import SearchState, Proposer
 from nas_lightning.search.strategies import Strategy
-from nas_lightning.tasks.oracle import Oracle
+from nas_lightning.oracles import Oracle
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,25 @@ class Scorer(Protocol):
             Scores ``[M, C]`` from ``M`` ensemble members, higher is better.
         """
         ...
+
+
+@dataclass(frozen=True)
+class MetaOptions:
+    """How ``meta`` (and ``pretrain``) search with the predictor.
+
+    Args:
+        batch: architectures queried per scoring step.
+        members: bootstrap members of the scorer (their spread drives exploration; 1: none).
+        beta: exploration weight (score = mean + beta * spread).
+    """
+
+    batch: int = 1
+    members: int = 8
+    beta: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.members < 1:
+            raise UserError(f"meta.members must be >= 1, got {self.members}")
 
 
 class MetaSearch(Strategy):
@@ -96,7 +117,7 @@ class MetaSearch(Strategy):
         self.local_parents, self.global_every = local_parents, global_every
 
     def proposer(self, oracle: Oracle, k: int, generator: torch.Generator) -> Proposer:
-        return _MetaForm(self, oracle, k, generator)
+        return _MetaProposer(self, oracle, k, generator)
 
     def phase(self, num_queries: int) -> str:
         """The large-space schedule: ``"random"``, ``"global"`` or ``"local"`` for the next query
@@ -108,7 +129,7 @@ class MetaSearch(Strategy):
         every = self.global_every
         return "global" if every and (num_queries - self.init_global) % every == every - 1 else "local"
 
-    def candidates(self, oracle: Oracle, pool: Pool, generator: torch.Generator) -> torch.Tensor:
+    def candidates(self, oracle: Oracle, pool: SearchState, generator: torch.Generator) -> torch.Tensor:
         """Unqueried architectures to score: all of them, or on a large space those of :meth:`phase`.
 
         Returns:
@@ -134,7 +155,7 @@ class MetaSearch(Strategy):
         cands = cands[pool.fresh(cands)][: self.max_candidates]
         return cands if len(cands) else torch.tensor([pool.random_unseen(generator)])
 
-    def _mutations(self, oracle: Oracle, pool: Pool, ranked: list[int]) -> torch.Tensor:
+    def _mutations(self, oracle: Oracle, pool: SearchState, ranked: list[int]) -> torch.Tensor:
         """The unqueried neighbours of the ``local_parents`` best architectures that have any."""
         out: list[int] = []
         used = 0
@@ -175,12 +196,12 @@ class MetaSearch(Strategy):
         return cands[torch.tensor(picks, dtype=torch.long)]
 
 
-class _MetaForm:
-    """Meta's ask / tell form: the scorer conditions on what has finished and scores only what is
+class _MetaProposer:
+    """Meta's proposer: the scorer conditions on what has finished and scores only what is
     neither finished nor running; a batch is scored once and proposed one by one."""
 
     def __init__(self, strategy: MetaSearch, oracle: Oracle, k: int, generator: torch.Generator) -> None:
-        self.strategy, self.oracle, self.k, self.generator, self.pool = strategy, oracle, k, generator, Pool(oracle)
+        self.strategy, self.oracle, self.k, self.generator, self.pool = strategy, oracle, k, generator, SearchState(oracle)
         self.proposed, self.queue = 0, []
 
     def propose(self) -> int | None:

@@ -1,12 +1,12 @@
-"""How each strategy proposes: its ask / tell form, the one implementation of its moves.
+"""How each strategy proposes: its proposer, the one implementation of its moves.
 
-A :class:`~nas_lightning.search.pool.Proposer` is made for one run of a strategy on an oracle
+A :class:`~nas_lightning.search.state.Proposer` is made for one run of a strategy on an oracle
 (``Strategy.proposer``). ``propose()`` returns the next architecture to train given what has
 finished (``oracle.history()``, in proposal order)
 and what is running (marked seen in the pool: never proposed twice), or ``None`` when the
 strategy's next move needs a pending result; ``tell(arch, signed_value)`` hands it each result,
-in proposal order. :meth:`~nas_lightning.search.strategies.Strategy.run` drives a form one query
-at a time (nothing pending); :func:`~nas_lightning.search.parallel.run_parallel` with several
+in proposal order. :meth:`~nas_lightning.search.strategies.Strategy.run` drives a proposer one query
+at a time (nothing pending); :func:`~nas_lightning.search.driver.run_parallel` with several
 workers keeps some pending:
 
 * ``random``, ``transfer``: the same fixed order (they never look at values);
@@ -14,7 +14,7 @@ workers keeps some pending:
   *finished* children; random children until that many have finished;
 * ``local``: a neighbourhood is proposed in full; the move waits for all of its values;
 * ``reinforce``: the policy learns from results as they arrive; a pending sample counts as a try;
-* ``meta`` (its form lives beside it in :mod:`~nas_lightning.search.meta`): the scorer
+* ``meta`` (its proposer lives beside it in :mod:`~nas_lightning.search.meta`): the scorer
   conditions on what has finished and scores only what is neither finished nor running.
 """
 
@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import torch
 
-from nas_lightning.search.pool import Pool
+from nas_lightning.search.state import SearchState
 from nas_lightning.spaces import SearchSpace
-from nas_lightning.tasks.oracle import Oracle
+from nas_lightning.oracles import Oracle
 
 
 class _Base:
     def __init__(self, oracle: Oracle, k: int, generator: torch.Generator) -> None:
-        self.oracle, self.k, self.generator, self.pool = oracle, k, generator, Pool(oracle)
+        self.oracle, self.k, self.generator, self.pool = oracle, k, generator, SearchState(oracle)
 
     def tell(self, arch: int, value: float) -> None:
         self.pool.signed[int(arch)] = float(value)

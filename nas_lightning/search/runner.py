@@ -20,15 +20,15 @@ import torch
 
 from nas_lightning.errors import UserError
 from nas_lightning.files import atomic, json_text
-from nas_lightning.search.parallel import run_parallel
+from nas_lightning.search.driver import run_parallel
 from nas_lightning.search.strategies import Strategy
-from nas_lightning.tasks.oracle import Oracle, TableOracle
+from nas_lightning.oracles import Oracle, OracleFactory, OracleSettings
 from nas_lightning.tasks.task import Task
 
 log = logging.getLogger(__name__)
 
 StrategyFactories = dict[str, Callable[[], Strategy]] | Sequence[tuple[str, Callable[[], Strategy]]]
-OracleFactory = Callable[[int], Oracle]  # seed -> a fresh budgeted oracle
+OracleMaker = Callable[[int], Oracle]  # seed -> a fresh budgeted oracle
 _TIE = 1e-9  # values this close to the optimum count as the optimum
 
 
@@ -117,20 +117,20 @@ def _summarize(per_seed: list[dict[str, Any]], budget: int, sign: float) -> dict
     }
 
 
-def run_comparison(target: Task | OracleFactory, strategies: StrategyFactories, budget: int,
+def run_comparison(target: Task | OracleMaker, strategies: StrategyFactories, budget: int,
                    seeds: list[int] | int, noisy: bool = False, workers: int | None = None) -> dict[str, Any]:
     """Run every strategy on a target once per seed, each with a fresh oracle, and score the runs.
 
     Args:
-        target: a table task (searched through a :class:`TableOracle` only), or a factory that
-            builds a fresh budgeted oracle for a seed (any :class:`Oracle`, e.g. one that trains).
+        target: a table task (its oracles from :class:`~nas_lightning.oracles.OracleFactory`), or a
+            callable that builds a fresh budgeted oracle for a seed (any :class:`Oracle`, e.g. one that trains).
         strategies: ``{name: factory}`` or ``[(name, factory), ...]``; a factory builds a fresh strategy.
         budget: queries per run.
         seeds: the seeds, or how many (``0..n-1``).
         noisy: a table task's oracle answers one sampled training seed; scoring still uses the
-            table means (ignored for an oracle factory).
-        workers: run each strategy in its asynchronous form with this many queries pending at once
-            (:func:`~nas_lightning.search.parallel.run_parallel`); ``None``: the sequential search.
+            table means (for a callable: only recorded, the callable decides).
+        workers: run each strategy's proposer with this many queries pending at once
+            (:func:`~nas_lightning.search.driver.run_parallel`); ``None``: the sequential search.
 
     Returns:
         A JSON-ready dict: task, direction, optimum (``None`` without an evaluation-only view),
@@ -148,7 +148,11 @@ def run_comparison(target: Task | OracleFactory, strategies: StrategyFactories, 
     names = [n for n, _ in items]
     if not items or len(set(names)) != len(names):
         raise UserError(f"need distinct strategy names, got {names}")
-    make_oracle = target if callable(target) else (lambda seed: TableOracle(target, budget, noisy=noisy, seed=seed))
+    if callable(target):
+        make_oracle = target
+    else:
+        oracles = OracleFactory(OracleSettings(noisy=noisy), budget)
+        make_oracle = lambda seed: oracles.oracle(target, seed)  # noqa: E731
     probe = make_oracle(seed_list[0])  # the target's identity; never queried
     results: dict[str, Any] = {"task": probe.name, "direction": probe.direction, "budget": budget,
                                "seeds": seed_list, "noisy": noisy, "strategies": {}}

@@ -1,12 +1,12 @@
-"""Search strategies that query an :class:`~nas_lightning.tasks.oracle.Oracle` (no Trainer).
+"""Search strategies that query an :class:`~nas_lightning.oracles.base.Oracle` (no Trainer).
 
 Every strategy is stateless between calls: the history lives in the oracle, so ``run`` can be
 called for several rounds on one oracle and each round continues from ``oracle.history()``.
 Values are always compared as ``value * oracle.sign`` (higher is better) and candidates are
 restricted to ``oracle.archs``; moves (neighbours, decisions) come from ``oracle.space``. A
-strategy's moves live in its ask / tell form (:meth:`Strategy.proposer`,
+strategy's moves live in its proposer (:meth:`Strategy.proposer`,
 :mod:`~nas_lightning.search.proposers`): :meth:`Strategy.run` drives it one query at a time,
-:func:`~nas_lightning.search.parallel.run_parallel` with several trainings at once.
+:func:`~nas_lightning.search.driver.run_parallel` with several trainings at once.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from abc import ABC, abstractmethod
 import torch
 
 from nas_lightning.errors import UserError
-from nas_lightning.search.pool import Pool, Proposer, quota
+from nas_lightning.search.state import SearchState, Proposer, quota
 from nas_lightning.search.proposers import Evolution, FixedOrder, Local, Policy
-from nas_lightning.tasks.oracle import Oracle
+from nas_lightning.oracles import Oracle
 from nas_lightning.tasks.task import Task
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ class Strategy(ABC):
 
     @abstractmethod
     def proposer(self, oracle: Oracle, k: int, generator: torch.Generator) -> Proposer:
-        """This strategy's ask / tell form for ``k`` new queries of ``oracle``."""
+        """This strategy's proposer for ``k`` new queries of ``oracle``."""
 
     def run(self, oracle: Oracle, n_queries: int, generator: torch.Generator) -> None:
         """Spend up to ``n_queries`` more distinct queries (never past ``oracle.remaining``), one at a time.
@@ -44,16 +44,16 @@ class Strategy(ABC):
             generator: the only source of randomness (same state, same queries).
 
         Raises:
-            RuntimeError: if the form waits with nothing pending (a bug in it).
+            RuntimeError: if the proposer waits with nothing pending (a bug in it).
         """
         k = quota(oracle, n_queries)
-        form = self.proposer(oracle, k, generator)
+        proposer = self.proposer(oracle, k, generator)
         for _ in range(k):
-            arch = form.propose()
+            arch = proposer.propose()
             if arch is None:
                 raise RuntimeError(f"strategy {self.name!r} proposed nothing with nothing pending")
-            form.pool.seen[int(arch)] = True
-            form.tell(int(arch), float(oracle.query(int(arch))[0]) * oracle.sign)
+            proposer.pool.seen[int(arch)] = True
+            proposer.tell(int(arch), float(oracle.query(int(arch))[0]) * oracle.sign)
 
 
 class RandomSearch(Strategy):
@@ -62,7 +62,7 @@ class RandomSearch(Strategy):
     name = "random"
 
     def proposer(self, oracle: Oracle, k: int, generator: torch.Generator) -> Proposer:
-        cands = Pool(oracle).unseen()
+        cands = SearchState(oracle).unseen()
         return FixedOrder(cands[torch.randperm(len(cands), generator=generator)[:k]].tolist(), oracle, k, generator)
 
 
@@ -154,7 +154,7 @@ class TransferSearch(Strategy):
         self.source = source
 
     def proposer(self, oracle: Oracle, k: int, generator: torch.Generator) -> Proposer:
-        pool = Pool(oracle)
+        pool = SearchState(oracle)
         archs = oracle.archs[torch.randperm(len(oracle.archs), generator=generator)]
         archs = archs[pool.fresh(archs)]
         score = torch.full((len(archs),), -float("inf"), dtype=torch.float64)

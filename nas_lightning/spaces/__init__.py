@@ -1,6 +1,7 @@
 """Search spaces: the vocabulary every other layer speaks (architectures are integer indices).
 
-Registering a space costs nothing: :data:`NBG` reads the ``nas-bench-graph`` package (and
+Spaces are found by name (:func:`get_space`, e.g. for a checkpoint's space); a benchmark's table
+family registers its space (:func:`register_space`). Registering a space costs nothing: :data:`NBG` reads the ``nas-bench-graph`` package (and
 enumerates its 26,206 architectures, about 1.5 s) only on its first lookup.
 """
 
@@ -14,6 +15,14 @@ from nas_lightning.spaces.nbg import NBG, NBGSpace
 SPACES: dict[str, SearchSpace] = {NB201.name: NB201, NBG.name: NBG}
 
 
+def register_space(space: SearchSpace) -> SearchSpace:
+    """Make ``space`` known by its name (the same space twice is a no-op)."""
+    if space.name in SPACES and SPACES[space.name] != space:
+        raise ValueError(f"a search space called {space.name!r} is registered already")
+    SPACES[space.name] = space
+    return space
+
+
 def get_space(name: str) -> SearchSpace:
     """The search space called ``name``.
 
@@ -25,4 +34,4 @@ def get_space(name: str) -> SearchSpace:
     return SPACES[name]
 
 
-__all__ = ["NB201", "NB201Space", "NBG", "NBGSpace", "SPACES", "SearchSpace", "get_space"]
+__all__ = ["NB201", "NB201Space", "NBG", "NBGSpace", "SPACES", "SearchSpace", "get_space", "register_space"]

@@ -53,7 +53,7 @@ OFFICIAL_METRICS: dict[str, str] = {
 REPORT_ONLY_METRICS: tuple[str, ...] = ("test_acc",)
 _VAL_DATASET = {"cifar10": "cifar10-valid", "cifar100": "cifar100", "ImageNet16-120": "ImageNet16-120"}
 _CACHE_VERSION = 1
-_HINT = f"pass the path of NAS-Bench-201-v1_1-096897.pth or set {ENV_VAR}"
+_HINT = f"set {ENV_VAR} to the path of {FILE_NAME}, or put the file in the project's data/ folder"
 
 Source = Union[str, "os.PathLike[str]", dict, "NASBench201API", None]
 

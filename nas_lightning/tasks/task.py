@@ -1,7 +1,7 @@
 """A task: one metric over (part of) a search space, with a direction and a name.
 
 The values live in private tensors. Training code reads a meta-train task through
-:meth:`Task.values`; a target task is wrapped in a :class:`~nas_lightning.tasks.oracle.TableOracle`
+:meth:`Task.values`; a target task is wrapped in a :class:`~nas_lightning.oracles.base.TableOracle`
 and read only through it (``query``) or through the explicitly named evaluation-only path
 (``evaluation_only``).
 """

@@ -1,0 +1,1 @@
+"""Episodes and the LightningDataModule that samples them from tasks."""

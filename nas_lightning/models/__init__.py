@@ -1,0 +1,1 @@
+"""Predictors (plain nn.Modules), the pure MAML functions and the LightningModule."""

@@ -1,0 +1,1 @@
+"""Few-shot rankers: fit on K measured architectures, score the rest (rank, blend, suggest, latency limits)."""
