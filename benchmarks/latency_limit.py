@@ -38,7 +38,7 @@ from nas_lightning.errors import UserError
 from nas_lightning.files import write_text
 from nas_lightning.models.checkpoint import load_predictor
 from nas_lightning.models.module import MetaPredictor
-from nas_lightning.search import constrained as search_constrained
+from nas_lightning.rankers import latency_limit as search_constrained
 from nas_lightning.rankers.latency_limit import MetaLatency, ParamsLatency, constrained_search
 from nas_lightning.tasks.csvtable import load_csv
 from nas_lightning.tasks.embedded import load_embedded

@@ -21,7 +21,7 @@ from nas_lightning.commands import main as search_main
 from nas_lightning.commands.constrained import parse_limit, table_unit
 from nas_lightning.errors import UserError
 from nas_lightning.models.checkpoint import load_predictor
-from nas_lightning.rankers.latency_limit import ParamsLatency, calibrate, constrained_search
+from nas_lightning.rankers.latency_limit import ParamsLatency, calibrate, constrained_search, propose
 from nas_lightning.tasks.embedded import load_embedded
 from nas_lightning.oracles import TableOracle
 from nas_lightning.tasks.task import Task
@@ -66,6 +66,16 @@ def test_calibrate_is_decreasing_and_extrapolates() -> None:
     assert torch.all(out[1:] <= out[:-1])
     assert out[0] > 3.0 and out[-1] < 0.0  # continued beyond the measured scores, never flat upward
     assert math.isclose(float(out[2]), 2.25) and math.isclose(float(out[3]), 2.25)
+
+
+def test_a_table_measured_in_full_needs_no_prediction(device: Task) -> None:
+    """Every architecture measured (a whole device table): the pick and 'sure', no prediction to make."""
+    params = load_embedded("cifar10", "params")
+    acc = load_embedded("cifar100", "val_acc")
+    lat = device.lookup(device.archs)
+    assert calibrate(torch.arange(3.0), torch.zeros(3), torch.zeros(0)).shape == (0,)
+    prop = propose(ParamsLatency(params), device.archs, lat, acc.archs, acc.table * acc.sign, float(lat.median()))
+    assert prop.pick is not None and prop.sure and prop.next == [] and prop.candidates == []
 
 
 def test_limit_units() -> None:

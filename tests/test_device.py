@@ -261,7 +261,7 @@ def test_greedy_suggestion_is_nested_and_reads_only_training_tables(trained, cap
 
 
 def test_blend_weight_is_chosen_on_the_support(trained, tables: Path) -> None:
-    from nas_lightning.search import blend
+    from nas_lightning.rankers import blend
     _, _, ckpt = trained
     module = load_predictor(ckpt)
     sources = load_tasks(f"csv:{tables}/1080ti_*.csv.gz")

@@ -114,6 +114,8 @@ def calibrate(s_measured: torch.Tensor, y_measured: torch.Tensor, s: torch.Tenso
     """Log-latency at scores ``s`` from measured ``(score, log-latency)`` pairs: a decreasing isotonic
     fit, interpolated inside the measured scores; outside, the end value continued with the slope of
     a least-squares line (never increasing)."""
+    if not len(s):  # every architecture measured: nothing left to predict
+        return torch.zeros(0, dtype=torch.float64)
     x, y = s_measured.double().numpy(), y_measured.double().numpy()
     iso = IsotonicRegression(increasing=False, out_of_bounds="clip").fit(x, y)
     out = iso.predict(s.double().numpy())
