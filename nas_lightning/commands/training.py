@@ -70,9 +70,9 @@ def run_training_comparison(target: TrainingTarget, strategies: StrategyFactorie
         log_dir = Path(out) / "candidates" if out else None
         oracles: list[TrainingOracle] = []
 
-        def make(seed: int) -> TrainingOracle:
+        def make(seed: int, strategy: str) -> TrainingOracle:
             oracle = TrainingOracle(target.data, target.recipe, store, budget, name=target.name, log_dir=log_dir,
-                                    progress=f"seed {seed}", pool=pool)
+                                    progress=f"{strategy} seed {seed}", pool=pool)
             oracles.append(oracle)
             return oracle
 

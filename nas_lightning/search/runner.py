@@ -28,7 +28,7 @@ from nas_lightning.tasks.task import Task
 log = logging.getLogger(__name__)
 
 StrategyFactories = dict[str, Callable[[], Strategy]] | Sequence[tuple[str, Callable[[], Strategy]]]
-OracleFactory = Callable[[int], Oracle]  # seed -> a fresh budgeted oracle
+OracleFactory = Callable[[int, str], Oracle]  # (seed, strategy name) -> a fresh budgeted oracle
 _TIE = 1e-9  # values this close to the optimum count as the optimum
 
 
@@ -123,7 +123,8 @@ def run_comparison(target: Task | OracleFactory, strategies: StrategyFactories, 
 
     Args:
         target: a table task (searched through a :class:`TableOracle` only), or a factory that
-            builds a fresh budgeted oracle for a seed (any :class:`Oracle`, e.g. one that trains).
+            builds a fresh budgeted oracle for a seed and the strategy that will search it (any
+            :class:`Oracle`, e.g. one that trains; the name labels its progress).
         strategies: ``{name: factory}`` or ``[(name, factory), ...]``; a factory builds a fresh strategy.
         budget: queries per run.
         seeds: the seeds, or how many (``0..n-1``).
@@ -148,14 +149,14 @@ def run_comparison(target: Task | OracleFactory, strategies: StrategyFactories, 
     names = [n for n, _ in items]
     if not items or len(set(names)) != len(names):
         raise UserError(f"need distinct strategy names, got {names}")
-    make_oracle = target if callable(target) else (lambda seed: TableOracle(target, budget, noisy=noisy, seed=seed))
-    probe = make_oracle(seed_list[0])  # the target's identity; never queried
+    make_oracle = target if callable(target) else (lambda seed, _: TableOracle(target, budget, noisy=noisy, seed=seed))
+    probe = make_oracle(seed_list[0], "")  # the target's identity; never queried
     results: dict[str, Any] = {"task": probe.name, "direction": probe.direction, "budget": budget,
                                "seeds": seed_list, "noisy": noisy, "strategies": {}}
     for name, factory in items:
         per_seed = []
         for seed in seed_list:
-            oracle = make_oracle(seed)
+            oracle = make_oracle(seed, name)
             start = time.perf_counter()
             if workers is None:
                 factory().run(oracle, budget, torch.Generator().manual_seed(seed))
