@@ -6,6 +6,7 @@ import logging
 import sys
 from typing import Callable
 
+from nas_lightning.console import bars_and_logs, quiet_third_party
 from nas_lightning.errors import UserError
 
 
@@ -18,11 +19,15 @@ def run_main(main: Callable[[], int | None]) -> None:
     """Run ``main``; a :class:`UserError` becomes one line on stderr and exit status 2.
 
     An interrupted training run (SIGTERM, or Ctrl-C routed through Lightning's SIGTERM path)
-    exits with 143 and a one-line note; a plain Ctrl-C with 130.
+    exits with 143 and a one-line note; a plain Ctrl-C with 130. Log lines are written above the
+    progress bars, and third-party notices that tell the user nothing are silenced
+    (:mod:`nas_lightning.console`).
     """
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    quiet_third_party()
     try:
-        code = main()
+        with bars_and_logs():
+            code = main()
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -10,7 +10,7 @@ import torch
 from nas_lightning.errors import UserError
 from nas_lightning.candidates import candidate
 from nas_lightning.candidates.datasets import load_digits_data
-from nas_lightning.candidates.network import analytic_params, arch_string
+from nas_lightning.candidates.network import analytic_params, arch_label, arch_string
 from nas_lightning.candidates.recipe import PRESETS, Recipe, balanced_subset, get_recipe, train_candidate
 
 TINY = Recipe(C=2, N=1, epochs=2, batch_size=16, lr=0.05, max_train_images=40)
@@ -88,7 +88,7 @@ def test_train_candidate_is_deterministic_and_reports(digits, tmp_path: Path) ->
     assert 0.0 <= a["val_acc"] <= 100.0 and 0.0 <= a["test_acc"] <= 100.0
     assert a["params"] == analytic_params(CELL, C=2, N=1, num_classes=10, in_channels=1)
     assert a["arch"] == arch_string(CELL) and a["seed"] == 0 and a["recipe"] == TINY.key and a["seconds"] > 0
-    assert list((tmp_path / "tb" / TINY.key / "312403" / "seed0").glob("events.out.tfevents.*"))
+    assert list((tmp_path / "tb" / TINY.key / arch_label(CELL) / "seed0").glob("events.out.tfevents.*"))
     c = train_candidate(CELL, digits, TINY.replace(seed=1), accelerator="cpu")
     assert c["status"] == "ok" and c["seed"] == 1
 

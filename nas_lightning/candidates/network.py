@@ -51,6 +51,18 @@ def arch_string(ops: tuple[str, ...]) -> str:
     return "+".join(nodes)
 
 
+_SHORT_OPS = (("nor_conv_1x1", "conv1x1"), ("nor_conv_3x3", "conv3x3"), ("avg_pool_3x3", "pool3x3"), ("skip_connect", "skip"))
+
+
+def arch_label(ops: tuple[str, ...]) -> str:
+    """A cell as a short, filesystem-safe name: each node's incoming ``op~source``, nodes joined
+    by ``+``, e.g. ``conv3x3~0+none~0,skip~1+conv1x1~0,pool3x3~1,none~2`` (the NB201 string's order)."""
+    label = arch_string(ops).replace("|+|", "+").strip("|").replace("|", ",")
+    for long, short in _SHORT_OPS:
+        label = label.replace(long, short)
+    return label
+
+
 def parse_arch(arch: str) -> tuple[str, ...]:
     """The op tuple of an NB201 string (inverse of :func:`arch_string`).
 

@@ -44,7 +44,7 @@ from nas_lightning.candidates.candidate import (
     steps_per_epoch,
 )
 from nas_lightning.candidates.datasets import ImageData
-from nas_lightning.candidates.network import OPS, arch_string, build_network, count_params, validate_ops
+from nas_lightning.candidates.network import OPS, arch_label, arch_string, build_network, count_params, validate_ops
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +174,19 @@ def _quiet_and_deterministic(deterministic: bool, seed: int) -> Iterator[None]:
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
 
 
+def _candidate_logger(ops: tuple[str, ...], data: ImageData, recipe: Recipe, log_dir: str | Path) -> Any:
+    """The TensorBoard logger of one training, ``log_dir/<recipe key>/<arch label>/seed<seed>``, its
+    hyperparameters (architecture, dataset, recipe, seed) already set, so ``hparams.yaml`` holds them."""
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    logger = TensorBoardLogger(str(log_dir), name=f"{recipe.key}/{arch_label(ops)}", version=f"seed{recipe.seed}",
+                               default_hp_metric=False)
+    recipe_fields = {f"recipe/{k}": v for k, v in dataclasses.asdict(recipe).items() if k != "seed"}
+    logger.log_hyperparams({"arch": arch_string(ops), "dataset": data.describe(), "dataset_fingerprint": data.fingerprint[:16],
+                            "seed": recipe.seed, "recipe/key": recipe.key, **recipe_fields})
+    return logger
+
+
 def _is_oom(err: BaseException) -> bool:
     text = str(err).lower()
     return isinstance(err, (torch.cuda.OutOfMemoryError, MemoryError)) or "out of memory" in text or "can't allocate memory" in text
@@ -194,7 +207,9 @@ def train_candidate(
     ``seconds`` (wall time), ``status`` (``ok`` or ``failed``) and ``reason`` ("" when ok).
     A NaN/infinite loss or running out of memory gives ``status="failed"``, not an exception.
     TensorBoard curves (loss, accuracy, val accuracy per epoch) go under ``log_dir`` when given,
-    as ``log_dir/<recipe key>/<op digits>/seed<seed>``; ``callbacks`` are passed to the Trainer.
+    as ``log_dir/<recipe key>/<arch label>/seed<seed>`` (:func:`arch_label`), with the architecture,
+    dataset, recipe and seed as hyperparameters and the final ``val_acc`` as their metric
+    (``hp/val_acc``); ``callbacks`` are passed to the Trainer.
 
     Raises:
         UserError: for a malformed cell or a training subset smaller than the number of classes.
@@ -221,12 +236,7 @@ def train_candidate(
             mean=mean, std=std, resolution=recipe.resolution, augment=recipe.augment, crop_padding=recipe.crop_padding,
             seed=recipe.seed,
         )
-        logger: Any = False
-        if log_dir is not None:
-            from lightning.pytorch.loggers import TensorBoardLogger
-
-            digits = "".join(str(OPS.index(o)) for o in ops)
-            logger = TensorBoardLogger(str(log_dir), name=f"{recipe.key}/{digits}", version=f"seed{recipe.seed}", default_hp_metric=False)
+        logger: Any = False if log_dir is None else _candidate_logger(ops, data, recipe, log_dir)
         eval_batch = max(recipe.batch_size, 512)
         val_loader = make_loader(*data.val, eval_batch, None)
         trainer = L.Trainer(
@@ -240,6 +250,9 @@ def train_candidate(
             if data.test is not None:
                 result["test_acc"] = float(trainer.test(module, make_loader(*data.test, eval_batch, None), verbose=False)[0]["test_acc"])
             result.update(status="ok", reason="")
+            if logger:  # the hyperparameters with their outcome, for TensorBoard's HPARAMS view
+                logger.log_hyperparams(logger.hparams, metrics={"hp/val_acc": result["val_acc"]})
+                logger.finalize("success")
         except NonFiniteLossError as err:
             result.update(status="failed", reason=str(err))
         except (RuntimeError, MemoryError) as err:

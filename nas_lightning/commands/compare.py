@@ -71,7 +71,7 @@ def compare(task: str, strategy: str = "meta,rea,random", budget: int = 100, see
     if training:  # the store opens only now: bad input never leaves a database behind
         results = run_training_comparison(target, factories, budget, seeds, factory, out)
     else:
-        results = run_comparison(lambda seed: factory.oracle(target, seed), factories, budget, seeds, noisy=oracle.noisy)
+        results = run_comparison(lambda seed, _: factory.oracle(target, seed), factories, budget, seeds, noisy=oracle.noisy)
     if module is not None:
         results.update(seen_note(module, target))
     print(format_table(results))

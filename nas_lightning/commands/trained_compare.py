@@ -34,8 +34,8 @@ def run_training_comparison(target: TrainingTarget, strategies: StrategyFactorie
         path, store = factory.store_path, factory.store
         oracles: list[TrainingOracle] = []
 
-        def make(seed: int) -> TrainingOracle:
-            oracle = factory.oracle(target, seed, progress=f"seed {seed}")
+        def make(seed: int, strategy: str) -> TrainingOracle:
+            oracle = factory.oracle(target, seed, progress=f"{strategy} seed {seed}")
             oracles.append(oracle)
             return oracle
 

@@ -20,6 +20,7 @@ import torch
 
 from nas_lightning.errors import UserError
 from nas_lightning.files import atomic, json_text
+from nas_lightning.search import plot_style
 from nas_lightning.search.driver import run_parallel
 from nas_lightning.search.strategies import Strategy
 from nas_lightning.oracles import Oracle, OracleFactory, OracleSettings
@@ -28,7 +29,7 @@ from nas_lightning.tasks.task import Task
 log = logging.getLogger(__name__)
 
 StrategyFactories = dict[str, Callable[[], Strategy]] | Sequence[tuple[str, Callable[[], Strategy]]]
-OracleMaker = Callable[[int], Oracle]  # seed -> a fresh budgeted oracle
+OracleMaker = Callable[[int, str], Oracle]  # (seed, strategy name) -> a fresh budgeted oracle
 _TIE = 1e-9  # values this close to the optimum count as the optimum
 
 
@@ -123,7 +124,8 @@ def run_comparison(target: Task | OracleMaker, strategies: StrategyFactories, bu
 
     Args:
         target: a table task (its oracles from :class:`~nas_lightning.oracles.OracleFactory`), or a
-            callable that builds a fresh budgeted oracle for a seed (any :class:`Oracle`, e.g. one that trains).
+            callable that builds a fresh budgeted oracle for a seed and the strategy that will search it
+            (any :class:`Oracle`, e.g. one that trains; the name labels its progress).
         strategies: ``{name: factory}`` or ``[(name, factory), ...]``; a factory builds a fresh strategy.
         budget: queries per run.
         seeds: the seeds, or how many (``0..n-1``).
@@ -152,14 +154,14 @@ def run_comparison(target: Task | OracleMaker, strategies: StrategyFactories, bu
         make_oracle = target
     else:
         oracles = OracleFactory(OracleSettings(noisy=noisy), budget)
-        make_oracle = lambda seed: oracles.oracle(target, seed)  # noqa: E731
-    probe = make_oracle(seed_list[0])  # the target's identity; never queried
+        make_oracle = lambda seed, _: oracles.oracle(target, seed)  # noqa: E731
+    probe = make_oracle(seed_list[0], "")  # the target's identity; never queried
     results: dict[str, Any] = {"task": probe.name, "direction": probe.direction, "budget": budget,
                                "seeds": seed_list, "noisy": noisy, "strategies": {}}
     for name, factory in items:
         per_seed = []
         for seed in seed_list:
-            oracle = make_oracle(seed)
+            oracle = make_oracle(seed, name)
             start = time.perf_counter()
             if workers is None:
                 factory().run(oracle, budget, torch.Generator().manual_seed(seed))
@@ -198,44 +200,60 @@ def format_table(results: dict[str, Any]) -> str:
 
 
 def _plot(results: dict[str, Any], path: Path) -> None:
+    """Mean regret (log scale) against queries, or, where no optimum is known, mean best-so-far
+    against queries beside each seed's best-so-far against training seconds; all drawn as steps."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import MaxNLocator
 
-    budget, regret = results["budget"], results["optimum"] is not None
+    budget, regret, task = results["budget"], results["optimum"] is not None, results["task"]
     key = "regret_so_far" if regret else "best_so_far"  # no optimum known: plot the best found so far
     curves = {n: torch.tensor([_curve(s[key], budget) for s in r["per_seed"]], dtype=torch.float64)
               for n, r in results["strategies"].items()}
     positive = torch.cat([c[c > 0] for c in curves.values()]) if curves else torch.zeros(0)
     floor = float(positive.min()) / 2 if len(positive) else 1e-3
+    styles = plot_style.strategy_styles(list(curves), plt.rcParams["axes.prop_cycle"].by_key()["color"], budget)
+    means = {n: c.nanmean(0) for n, c in curves.items()}
+    same = plot_style.same_curves(means)
+    label = {n: n + (f" (same curve as {same[n]})" if n in same else "") for n in curves}
     x = torch.arange(1, budget + 1).numpy()
-    fig, axes = plt.subplots(1, 1 if regret else 2, figsize=(7 if regret else 12, 4.5), squeeze=False)
+    fig, axes = plt.subplots(1, 1 if regret else 2, figsize=(7.5 if regret else 13, 4.8), squeeze=False)
     ax = axes[0, 0]
     for name, c in curves.items():
         c = c.clamp(min=floor) if regret else c
         lo, hi = torch.nanquantile(c, 0.25, dim=0), torch.nanquantile(c, 0.75, dim=0)
-        (line,) = ax.plot(x, c.nanmean(0).numpy(), label=name)
-        ax.fill_between(x, lo.numpy(), hi.numpy(), color=line.get_color(), alpha=0.2, linewidth=0)
-    if not regret:  # against the training time spent (each seed's own curve)
-        wall = axes[0, 1]
-        for (name, r), color in zip(results["strategies"].items(), plt.rcParams["axes.prop_cycle"].by_key()["color"]):
+        ax.step(x, c.nanmean(0).numpy(), where="post", label=label[name], **styles[name])
+        ax.fill_between(x, lo.numpy(), hi.numpy(), step="post", color=styles[name]["color"], alpha=0.15, linewidth=0)
+    band = [Patch(color="grey", alpha=0.3, label="band: 25-75% of the seeds")] if len(results["seeds"]) > 1 else []
+    if regret:
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(plot_style.plain_log_formatter())
+        ax.yaxis.set_minor_formatter(plot_style.plain_log_formatter())
+        ax.set_ylabel(plot_style.regret_label(task, results["direction"]))
+        if any(bool((c <= 0).any()) for c in curves.values()):
+            ax.axhline(floor, color="grey", linestyle=(0, (1, 3)), linewidth=1,
+                       label=f"regret 0 (optimum found), drawn at {floor:.2g}")
+    else:
+        ax.set_ylabel(plot_style.value_label(task))
+        wall = axes[0, 1]  # against the training time spent (each seed's own curve)
+        for k, (name, r) in enumerate(results["strategies"].items()):
             for i, s in enumerate(r["per_seed"]):
-                wall.step(s.get("cost_so_far", []), s["best_so_far"], where="post", color=color, alpha=0.7,
-                          label=name if i == 0 else None)
-        wall.set_xlabel("training seconds (as stored)")
-        wall.set_ylabel("best value found so far")
+                every = max(1, len(s["best_so_far"]) // 8)
+                wall.step(s.get("cost_so_far", []), s["best_so_far"], where="post", label=name if i == 0 else None,
+                          **(styles[name] | {"markevery": (k % every, every)}))
+        wall.set_xlabel("training seconds spent (as stored)")
+        wall.set_ylabel(plot_style.value_label(task))
+        wall.set_title("each seed against training time")
         wall.grid(True, alpha=0.3)
         wall.legend()
     ax.set_xlabel("queries")
-    if regret:
-        ax.set_yscale("log")
-        ax.set_ylabel(f"regret (floor {floor:.2g})")
-    else:
-        ax.set_ylabel("best value found so far")
-    what = "regret" if regret else "best so far"
-    ax.set_title(f"{results['task']}: mean {what} over {len(results['seeds'])} seeds (band: 25-75%)")
-    ax.legend()
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    what = "regret" if regret else "best found so far"
+    ax.set_title(f"{task}: mean {what} over {len(results['seeds'])} seed{'s' if len(results['seeds']) > 1 else ''}")
+    ax.legend(handles=ax.get_legend_handles_labels()[0] + band)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, format="png", dpi=120)
