@@ -64,6 +64,10 @@ def compare(task: str, strategy: str = "meta,rea,random", budget: int = 100, see
         ray = RaySettings(workers, ray_address, trial_cpus, trial_gpus, max_retries)
         if ray_address is not None:
             check_address(ray_address)  # nothing listening: one line now, before any data is loaded
+        if recipe.threads not in (1, ray.threads):
+            raise UserError(f"--recipe.threads {recipe.threads} disagrees with --trial-cpus {trial_cpus:g}: on Ray a training "
+                            f"runs one thread per CPU it asks for; drop --recipe.threads or set --trial-cpus {recipe.threads}")
+        recipe = recipe.replace(threads=ray.threads)  # part of the store's key: other thread counts, other accuracies
     if training:
         target, fixed_source = training_target(task, recipe, source, seeds, out, official_path)
     else:
