@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nas_lightning.commands.common import device as pick_device, pretrained_for, seen_note, target_and_source
-from nas_lightning.commands.training import run_training_comparison, training_target
+from nas_lightning.commands.common import check_runs, device as pick_device, pretrained_for, seen_note, target_and_source
+from nas_lightning.commands.training import run_training_comparison, store_path_for, training_target
 from nas_lightning.evaluation.oracle import is_training_spec
 from nas_lightning.evaluation.parallel import RaySettings, check_address
 from nas_lightning.evaluation.recipe import PRESETS, Recipe
+from nas_lightning.evaluation.store_guard import check_store
 from nas_lightning.errors import UserError
 from nas_lightning.models.checkpoint import load_predictor
 from nas_lightning.models.scoring import PredictorScorer
@@ -69,6 +70,8 @@ def compare(task: str, strategy: str = "meta,rea,random", budget: int = 100, see
                             f"runs one thread per CPU it asks for; drop --recipe.threads or set --trial-cpus {recipe.threads}")
         recipe = recipe.replace(threads=ray.threads)  # part of the store's key: other thread counts, other accuracies
     if training:
+        check_runs(seeds, out)
+        check_store(store_path_for(store, out), "--store")  # writable, ours and intact: before any work
         target, fixed_source = training_target(task, recipe, source, seeds, out, official_path)
     else:
         target, fixed_source = target_and_source(task, source, seeds, out, official_path)

@@ -54,6 +54,11 @@ def training_target(task: str, recipe: Recipe, source: str | None, seeds: int, o
     return TrainingTarget(spec, data, recipe, experiment_fingerprint(data, recipe)), fixed
 
 
+def store_path_for(store: str | None, out: str | None) -> Path:
+    """Where ``compare`` keeps finished trainings: ``--store``, else ``OUT/trainings.sqlite`` (``runs/`` without ``--out``)."""
+    return Path(store) if store else Path(out or "runs") / "trainings.sqlite"
+
+
 def run_training_comparison(target: TrainingTarget, strategies: StrategyFactories, budget: int, seeds: int,
                             store_path: str | None, out: str | None, ray: RaySettings | None = None) -> dict[str, Any]:
     """Every strategy on the training task, once per seed, sharing one store of finished trainings.
@@ -63,7 +68,7 @@ def run_training_comparison(target: TrainingTarget, strategies: StrategyFactorie
     With ``ray``, ``ray.workers`` trainings run at once on a Ray instance started (or joined) here
     and stopped (or left) at the end, the strategies in their asynchronous form.
     """
-    path = Path(store_path) if store_path else Path(out or "runs") / "trainings.sqlite"
+    path = store_path_for(store_path, out)
     pool = RayPool(ray) if ray is not None else None  # a bad address or too few resources: before any file
     try:
         store = ResultStore(path)
