@@ -114,3 +114,11 @@ def test_trainings_on_ray_use_one_thread_per_cpu_asked_and_say_so_in_the_key(dig
         (row,) = store.rows()
         assert row["recipe"] == recipe.replace(threads=2).key != recipe.key
         assert TrainingOracle(digits, recipe, store, budget=1)._stored(99) is None  # not an answer for one thread
+
+
+def test_recipe_threads_that_disagree_with_trial_cpus_are_refused_before_any_work(tmp_path: Path) -> None:
+    from nas_lightning.commands.compare import compare
+
+    with pytest.raises(UserError, match="disagrees with --trial-cpus"):
+        compare("train:digits", workers=2, trial_cpus=1, recipe=get_recipe("cpu", threads=3), out=str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
