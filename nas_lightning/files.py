@@ -2,6 +2,7 @@
 
 One helper for every file the project writes (tables' caches, results, benchmark sections);
 JSON refuses NaN and infinities (strict JSON: they become ``null`` through :func:`finite`).
+:func:`check_writable` refuses, before a command does any work, a path it could not write.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
+
+from nas_lightning.errors import UserError
 
 
 @contextlib.contextmanager
@@ -66,3 +69,32 @@ def save_torch(obj: Any, path: str | Path) -> Path:
     with atomic(path) as (tmp,):
         torch.save(obj, tmp)
     return Path(path)
+
+
+def check_writable(path: str | Path, flag: str, folder: bool = False) -> Path:
+    """Refuse a path a command will write but could not: a file where a folder goes (or the other
+    way round), a path under a file, or a folder this user may not write to. Creates nothing.
+
+    Args:
+        path: the file (or, with ``folder``, the folder) to be written; missing folders above it
+            are created later, so the nearest existing one is checked.
+        flag: the option that named it, for the message (e.g. ``--out``).
+        folder: whether ``path`` is a folder.
+
+    Raises:
+        UserError: one line naming ``flag`` and what to give instead.
+    """
+    p = Path(path).expanduser()
+    if folder and p.exists() and not p.is_dir():
+        raise UserError(f"{flag} {str(path)!r} is a file; give a folder (it is created if missing)")
+    if not folder and p.is_dir():
+        raise UserError(f"{flag} {str(path)!r} is a folder; give a file name")
+    probe = p if folder else p.parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UserError(f"{flag} {str(path)!r} cannot be created: {str(probe)!r} is a file, not a folder; give a path in a folder")
+    if not os.access(probe, os.W_OK | os.X_OK) or (not folder and p.exists() and not os.access(p, os.W_OK)):
+        what = str(p) if not folder and p.exists() and not os.access(p, os.W_OK) else str(probe)
+        raise UserError(f"{flag} {str(path)!r} cannot be written ({what!r} is read-only here); give a path you can write to")
+    return p

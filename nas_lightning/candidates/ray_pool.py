@@ -63,6 +63,11 @@ class RaySettings:
         """Whether candidates train on Ray (``workers`` is set)."""
         return self.workers is not None
 
+    @property
+    def threads(self) -> int:
+        """CPU threads of one training: one per CPU it asks for (at least one)."""
+        return max(1, int(self.trial_cpus))
+
 
 def check_address(address: str, timeout: float = 2.0) -> tuple[str, int]:
     """``(host, port)`` of ``address`` once something listens there.
@@ -147,14 +152,13 @@ class RayPool:
 
     def submit(self, ops: tuple[str, ...], data: ImageData, recipe: Recipe, log_dir: str | Path | None,
                accelerator: str) -> Any:
-        """Start training ``ops``; returns the task's reference."""
+        """Start training ``ops`` (on ``recipe.threads`` CPU threads); returns the task's reference."""
         import ray
 
         ref = self._data.get(id(data))
         if ref is None:
             ref = self._data[id(data)] = (data, ray.put(data))
-        threads = max(1, int(self.settings.trial_cpus))
-        return self._remote.remote(ops, ref[1], recipe, None if log_dir is None else str(log_dir), accelerator, threads)
+        return self._remote.remote(ops, ref[1], recipe, None if log_dir is None else str(log_dir), accelerator, recipe.threads)
 
     def finished(self, refs: list[Any], timeout: float | None = None) -> list[Any]:
         """Those of ``refs`` that are done (waits until at least one is, or ``timeout``)."""

@@ -15,6 +15,11 @@ Presets (:data:`PRESETS`):
 Accuracies are percentages (0-100), as in the NB201 tables; ``val_acc`` is measured after the
 last epoch. ``max_train_images`` keeps a class-balanced subset of the training split, drawn with
 ``subset_seed`` (fixed per recipe, so seeds differ only in training randomness).
+
+A recipe's :attr:`Recipe.key` names the experiment in a result store: every field but the seed,
+and also the CPU thread count (``threads``) and ``deterministic`` wherever they differ from their
+defaults (1 and true), since either changes the accuracies a training reaches (sums in another
+order, other kernels). The defaults leave the key as it always was, so existing stores stay valid.
 """
 
 from __future__ import annotations
@@ -50,7 +55,7 @@ log = logging.getLogger(__name__)
 
 SCHEDULES: tuple[str, ...] = ("cosine", "constant")
 _KEY_VERSION = 1
-_NOT_IN_KEY = ("seed", "deterministic")  # a seed is its own key; determinism does not change the experiment
+_NOT_IN_KEY = ("seed", "deterministic", "threads")  # a seed is its own key; the other two join it off their defaults
 
 
 @dataclass(frozen=True)
@@ -73,12 +78,14 @@ class Recipe:
     subset_seed: int = 0
     seed: int = 0
     deterministic: bool = True
+    threads: int = 1  # CPU threads of one training (torch.set_num_threads); on Ray, one per CPU it asks for
 
     def __post_init__(self) -> None:
         def bad(field: str, want: str) -> UserError:
             return UserError(f"recipe {field}={getattr(self, field)!r} is out of range; give {want}")
 
-        for field, low in (("C", 1), ("N", 0), ("epochs", 1), ("batch_size", 1), ("crop_padding", 0), ("subset_seed", 0), ("seed", 0)):
+        for field, low in (("C", 1), ("N", 0), ("epochs", 1), ("batch_size", 1), ("crop_padding", 0), ("subset_seed", 0), ("seed", 0),
+                           ("threads", 1)):
             value = getattr(self, field)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise bad(field, f"an integer >= {low}")
@@ -110,11 +117,20 @@ class Recipe:
         return dataclasses.replace(self, **changes)
 
     @property
-    def key(self) -> str:
-        """A stable hash (16 hex digits) of every field that defines the experiment (not seed/determinism)."""
+    def description(self) -> dict[str, Any]:
+        """What :attr:`key` hashes: every field but the seed; ``threads`` and ``deterministic`` only
+        when they differ from 1 and true (absent: those defaults)."""
         fields = {k: v for k, v in dataclasses.asdict(self).items() if k not in _NOT_IN_KEY}
-        blob = json.dumps({"v": _KEY_VERSION, **fields}, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        if self.threads != 1:
+            fields["threads"] = self.threads
+        if not self.deterministic:
+            fields["deterministic"] = False
+        return {"v": _KEY_VERSION, **fields}
+
+    @property
+    def key(self) -> str:
+        """A stable hash (16 hex digits) of :attr:`description`: the experiment, not its seed."""
+        return hashlib.sha256(json.dumps(self.description, sort_keys=True).encode()).hexdigest()[:16]
 
 
 PAPER_SCHEDULE = Recipe(C=16, N=5, epochs=200, batch_size=256, lr=0.1, momentum=0.9, weight_decay=5e-4, nesterov=True,
@@ -148,15 +164,18 @@ def balanced_subset(labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:
 
 
 @contextlib.contextmanager
-def _quiet_and_deterministic(deterministic: bool, seed: int) -> Iterator[None]:
-    """Seed torch's global RNG inside a forked RNG state; deterministic algorithms; Lightning's chatter off."""
+def _quiet_and_deterministic(deterministic: bool, seed: int, threads: int = 1) -> Iterator[None]:
+    """Seed torch's global RNG inside a forked RNG state; deterministic algorithms; ``threads`` CPU
+    threads; Lightning's chatter off (everything restored on exit)."""
     names = ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda", "lightning.fabric.utilities.seed")
     loggers = [logging.getLogger(n) for n in names]
     levels = [lg.level for lg in loggers]
     det, warn_only = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
     cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
     devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    previous_threads = torch.get_num_threads()
     try:
+        torch.set_num_threads(threads)
         for lg in loggers:
             lg.setLevel(logging.WARNING)
         if deterministic:
@@ -172,6 +191,7 @@ def _quiet_and_deterministic(deterministic: bool, seed: int) -> Iterator[None]:
             lg.setLevel(lvl)
         torch.use_deterministic_algorithms(det, warn_only=warn_only)
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
+        torch.set_num_threads(previous_threads)
 
 
 def _candidate_logger(ops: tuple[str, ...], data: ImageData, recipe: Recipe, log_dir: str | Path) -> Any:
@@ -226,8 +246,8 @@ def train_candidate(
         keep = balanced_subset(y, recipe.max_train_images, recipe.subset_seed)
         x, y = x[keep], y[keep]
     result: dict[str, Any] = {"arch": arch_string(ops), "seed": recipe.seed, "recipe": recipe.key, "val_acc": None, "test_acc": None}
-    mean, std = channel_stats(x)
-    with _quiet_and_deterministic(recipe.deterministic, recipe.seed):
+    with _quiet_and_deterministic(recipe.deterministic, recipe.seed, recipe.threads):
+        mean, std = channel_stats(x)
         net = build_network(ops, C=recipe.C, N=recipe.N, num_classes=data.num_classes, in_channels=data.in_channels)
         result["params"] = count_params(net)
         module = CandidateModule(

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from nas_lightning.errors import UserError
+from nas_lightning.files import check_writable
 from nas_lightning.models.checkpoint import load_predictor
 from nas_lightning.models.module import MetaPredictor
 from nas_lightning.models.scoring import FineTuneOptions, finetuned
@@ -59,11 +60,12 @@ def pretrained_for(options: FineTuneOptions, task: Task, device_name: str) -> Me
 
 
 def check_runs(seeds: int, out: str | None) -> None:
-    """Refuse fewer than one seed and an ``--out`` that is a file (a folder is created when missing)."""
+    """Refuse fewer than one seed and an ``--out`` folder that cannot be written (a file, a path
+    under a file, a read-only folder); a missing folder is created later."""
     if seeds < 1:
         raise UserError(f"--seeds must be at least 1, got {seeds}")
-    if out and Path(out).exists() and not Path(out).is_dir():
-        raise UserError(f"--out {out!r} is a file; give a folder (it is created if missing)")
+    if out:
+        check_writable(out, "--out", folder=True)
 
 
 def target_and_source(task: str, source: str | None, seeds: int, out: str | None) -> tuple[Task, Task | None]:

@@ -7,6 +7,7 @@ from pathlib import Path
 from nas_lightning.commands.common import check_runs, device as pick_device, pretrained_for, seen_note, source_task
 from nas_lightning.commands.trained_compare import run_training_comparison
 from nas_lightning.candidates.ray_pool import check_address
+from nas_lightning.candidates.store_guard import check_store
 from nas_lightning.errors import UserError
 from nas_lightning.models.checkpoint import load_predictor
 from nas_lightning.models.scoring import FineTuneOptions, PredictorScorer
@@ -46,6 +47,8 @@ def compare(task: str, strategy: str = "meta,rea,random", budget: int = 100, see
     check_runs(seeds, out)
     factory = OracleFactory(oracle, budget, default_store=Path(out or "runs") / "trainings.sqlite",
                             log_dir=Path(out) / "candidates" if out and training else None)
+    if training:
+        check_store(factory.store_path, "--oracle.store")  # writable, ours and intact: before any work
     target = factory.resolve(task)
     fixed_source = source_task(source, target.space.name)
     if fixed_source is not None and fixed_source.fingerprint == target.fingerprint:

@@ -11,7 +11,7 @@ import torch
 
 from nas_lightning.commands.common import one_task, predictor_for, seen_note
 from nas_lightning.errors import UserError
-from nas_lightning.files import atomic, write_json
+from nas_lightning.files import atomic, check_writable, write_json
 from nas_lightning.rankers.latency_limit import MetaLatency, ParamsLatency, Proposal, propose
 from nas_lightning.oracles import TableOracle
 from nas_lightning.tasks.load import params_table
@@ -111,6 +111,8 @@ def constrained(accuracy: str, latency: str, limit: str, ckpt: str | None = None
         raise UserError(f"--ask must be >= 1, --show >= 0 and --stop in (0, 1), got {ask}, {show} and {stop}")
     if out and (Path(out).is_dir() or Path(out).suffix not in (".csv", ".json")):
         raise UserError(f"--out {out!r} must be a .csv or .json file name")
+    if out:
+        check_writable(out, "--out")  # before any work: a path under a file or in a read-only folder
     lat_task = one_task(latency, "--latency")
     unit = table_unit(lat_task)
     column = lat_task.name.rpartition("#")[2]

@@ -9,7 +9,7 @@ import torch
 
 from nas_lightning.commands.common import one_task, predictor_for
 from nas_lightning.errors import UserError
-from nas_lightning.files import atomic
+from nas_lightning.files import atomic, check_writable
 from nas_lightning.rankers.ranking import predict_all
 
 
@@ -23,12 +23,11 @@ def predict(task: str, ckpt: str, out: str, device: str = "auto") -> int:
         out: the CSV file to write (rank, arch, score, measured value).
         device: auto, cpu or cuda: where the predictor runs.
     """
+    check_writable(out, "--out")  # before any work: a path under a file or in a read-only folder
     target = one_task(task)
     if target.size < 2:
         raise UserError(f"predict: task {target.name} holds {target.size} measured architecture; give at least 2")
     path = Path(out)
-    if path.is_dir():
-        raise UserError(f"--out {out!r} is a folder; give a file name for the CSV")
     module = predictor_for(ckpt, target, device, "predict")
     archs, scores, measured = predict_all(target, module)
     order = torch.argsort(scores, descending=True, stable=True)

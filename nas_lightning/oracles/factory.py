@@ -20,6 +20,7 @@ from nas_lightning.candidates.ray_pool import RayPool, RaySettings
 from nas_lightning.candidates.recipe import PRESETS, Recipe
 from nas_lightning.candidates.sources import load_spec_data
 from nas_lightning.candidates.store import ResultStore
+from nas_lightning.errors import UserError
 from nas_lightning.oracles.base import Oracle
 from nas_lightning.oracles.table import TableOracle
 from nas_lightning.oracles.training import TrainingOracle, TrainingTarget, experiment_fingerprint
@@ -86,7 +87,13 @@ class OracleFactory:
         if not is_training_spec(spec):
             return load_task(spec, csv_dir=self.csv_dir)
         parsed = TrainingSpec.parse(spec)
-        recipe = self.settings.recipe
+        recipe, ray = self.settings.recipe, self.settings.ray
+        if ray.enabled:  # part of the store's key: other thread counts give other accuracies
+            if recipe.threads not in (1, ray.threads):
+                raise UserError(f"recipe.threads {recipe.threads} disagrees with ray.trial_cpus {ray.trial_cpus:g}: on Ray a "
+                                f"training runs one thread per CPU it asks for; drop recipe.threads or set "
+                                f"ray.trial_cpus {recipe.threads}")
+            recipe = recipe.replace(threads=ray.threads)
         data = load_spec_data(parsed, recipe.resolution if parsed.dataset == "folder" else None)
         return TrainingTarget(parsed, data, recipe, experiment_fingerprint(data, recipe))
 
@@ -120,7 +127,7 @@ class OracleFactory:
             return TableOracle(target, self.budget, noisy=self.settings.noisy, seed=seed)
         ray = self.settings.ray
         return TrainingOracle(target.data, target.recipe, self.store, self.budget, name=target.name,
-                              log_dir=self.log_dir, progress=progress, pool=_LazyPool(self._ray_pool) if ray.enabled else None,
+                              log_dir=self.log_dir, progress=progress, pool=_LazyPool(self._ray_pool, ray) if ray.enabled else None,
                               workers=ray.workers)
 
     def close(self) -> None:
@@ -140,8 +147,8 @@ def make_oracle(spec: str, settings: OracleSettings | None = None, budget: int |
 class _LazyPool:
     """The factory's Ray pool, started by the first training submitted to it."""
 
-    def __init__(self, start: Callable[[], RayPool]) -> None:
-        self._start = start
+    def __init__(self, start: Callable[[], RayPool], settings: RaySettings) -> None:
+        self._start, self.settings = start, settings
 
     def submit(self, *args: Any) -> Any:
         return self._start().submit(*args)

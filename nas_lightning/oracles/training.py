@@ -2,10 +2,14 @@
 
 It keeps the :class:`~nas_lightning.oracles.base.Oracle` contract (budget, charge-once,
 history, state in checkpoints) and adds a :class:`ResultStore`: every finished training is
-written there at once, keyed by (arch, dataset fingerprint, recipe, training seed). A query whose
-key is already in the store reuses it: a search killed and started again retrains nothing that
-finished, and strategies compared side by side share trainings. The training seed is the
-recipe's, not the search's, so every strategy and search seed sees the same answer for a cell.
+written there at once, keyed by (arch, dataset fingerprint, recipe, training seed). The recipe's
+key holds the CPU thread count a training runs on (the recipe's, one by default, in this process;
+one per CPU a Ray training asks for) where it is not one, so trainings on other thread counts never
+answer for each other; the store's ``descriptions`` table says what each dataset and recipe hash
+stands for. A query whose key is already in the store reuses it: a search killed and started
+again retrains nothing that finished, and strategies compared side by side share trainings. The
+training seed is the recipe's, not the search's, so every strategy and search seed sees the same
+answer for a cell.
 
 A failed training (non-finite loss, out of memory) is recorded as failed with its reason and
 charged at :data:`FAILED_VALUE` (0 % accuracy), and the search goes on. There is no
@@ -19,8 +23,6 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from nas_lightning.candidates.datasets import ImageData
 from nas_lightning.candidates.ray_pool import LOST, RayPool
@@ -93,9 +95,21 @@ class TrainingOracle(Oracle):
         self._progress_label, self._bar = progress, None
 
     @property
+    def trained_recipe(self) -> Recipe:
+        """The recipe as trained: on Ray, with one CPU thread per CPU a training asks for."""
+        threads = getattr(getattr(self.pool, "settings", None), "threads", self.recipe.threads)  # no pool: the recipe's
+        return self.recipe if threads == self.recipe.threads else self.recipe.replace(threads=threads)
+
+    @property
     def fingerprint(self) -> str:
-        """The experiment's identity: dataset content, recipe and training seed."""
-        return experiment_fingerprint(self.data, self.recipe)
+        """The experiment's identity: dataset content, recipe (thread count included) and training seed."""
+        return experiment_fingerprint(self.data, self.trained_recipe)
+
+    def descriptions(self) -> dict[str, Any]:
+        """What this oracle's dataset fingerprint and recipe key stand for, as the store keeps them."""
+        data = self.data
+        return {"dataset": {"task": self.name, "summary": data.describe(), "classes": list(data.classes)},
+                "recipe": self.trained_recipe.description}
 
     @property
     def workers(self) -> int | None:
@@ -107,7 +121,8 @@ class TrainingOracle(Oracle):
         return sum(not isinstance(v, dict) for v in self._pending.values())
 
     def _stored(self, index: int) -> dict[str, Any] | None:
-        return self.store.get(self.space.to_string(index), self.data.fingerprint, self.recipe.key, self.recipe.seed)
+        recipe = self.trained_recipe
+        return self.store.get(self.space.to_string(index), self.data.fingerprint, recipe.key, recipe.seed)
 
     def _ops(self, index: int) -> tuple[str, ...]:
         return tuple(self.space.OPS[o] for o in self.space.choices(index).tolist())
@@ -115,13 +130,8 @@ class TrainingOracle(Oracle):
     def record(self, index: int) -> dict[str, Any]:
         """The stored training of a cell, training it first (in this process) if the store lacks it."""
         row = self._stored(index)
-        if row is None:
-            threads = torch.get_num_threads()
-            torch.set_num_threads(1)  # these small networks train several times faster on one CPU thread
-            try:
-                result = train_candidate(self._ops(index), self.data, self.recipe, self.log_dir, self.accelerator)
-            finally:
-                torch.set_num_threads(threads)
+        if row is None:  # on the recipe's threads: one by default, where these small networks train fastest
+            result = train_candidate(self._ops(index), self.data, self.trained_recipe, self.log_dir, self.accelerator)
             row = self._keep(index, result)
         return row
 
@@ -129,7 +139,8 @@ class TrainingOracle(Oracle):
         """Write a finished training to the store (the driver alone writes) and return its row."""
         if str(result.get("reason", "")).startswith(LOST):  # not a finished training: not stored
             return {**result, "arch": self.space.to_string(index)}
-        self.store.put(self.space.to_string(index), self.data.fingerprint, self.recipe.key, self.recipe.seed, result)
+        recipe = self.trained_recipe
+        self.store.put(self.space.to_string(index), self.data.fingerprint, recipe.key, recipe.seed, result, self.descriptions())
         self.trained += 1
         return self._stored(index)
 
@@ -146,7 +157,7 @@ class TrainingOracle(Oracle):
         """A Ray reference of the started training, or the stored (or just trained) row."""
         row = self._stored(index)
         if row is None and self.pool is not None:
-            return self.pool.submit(self._ops(index), self.data, self.recipe, self.log_dir, self.accelerator)
+            return self.pool.submit(self._ops(index), self.data, self.trained_recipe, self.log_dir, self.accelerator)
         return row if row is not None else self.record(index)
 
     def _finish(self, index: int) -> float:
