@@ -1,0 +1,217 @@
+"""Files a user is given never run code, and bad ones are refused in one line.
+
+Checkpoints (``--ckpt``, ``--pretrained``, ``--ckpt_path``) and the official NB201 file each get a
+pickled ``os.system`` payload that would create a marker file: every reader refuses the file (exit
+2 and one ``error:`` line where it is a command) and the marker never appears. The project's own
+checkpoints and files in the official format still load.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import pickle
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from nas_lightning import training
+from nas_lightning.errors import UserError
+from nas_lightning.models.checkpoint import load_predictor, read_checkpoint
+from nas_lightning.safe_load import load_checkpoint_file
+from nas_lightning.tasks.official import load_official
+from tests.conftest import tiny_run
+from tests.test_official import expected, official_dict
+
+pytestmark = pytest.mark.slow  # trains a tiny predictor and starts processes
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN, SEARCH = str(REPO / "train.py"), str(REPO / "search.py")
+ARGS = tiny_run({"trainer.max_epochs": 1})
+
+
+class Payload:
+    """Unpickled by a plain unpickler, this runs ``touch <marker>``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return os.system, (f"touch {self.marker}",)
+
+
+def _one_line(call) -> str:
+    with pytest.raises(UserError) as err:
+        call()
+    assert "\n" not in str(err.value)
+    return str(err.value)
+
+
+# -- running the real scripts (forked from a server that imported torch and Lightning once) -------
+def _run_script(script: str, args: list[str], cwd: str, env: dict[str, str], out: str) -> None:
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.chdir(cwd)
+    os.environ.update(env)
+    sys.argv = [script, *args]
+    code = 1
+    try:
+        runpy.run_path(script, run_name="__main__")
+        code = 0
+    except SystemExit as err:
+        code = err.code if isinstance(err.code, int) else (0 if err.code is None else 1)
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+@pytest.fixture(scope="module")
+def forkserver():
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["torch", "lightning", "nas_lightning.training", "nas_lightning.commands"])
+    return ctx
+
+
+def _command(ctx, script: str, args: list[str], cwd: Path, env: dict[str, str] | None = None) -> tuple[int, str]:
+    out = cwd.parent / f"{cwd.name}.out"
+    p = ctx.Process(target=_run_script, args=(script, args, str(cwd), env or {}, str(out)))
+    p.start()
+    p.join(timeout=180)
+    if p.exitcode is None:
+        p.kill()
+        pytest.fail(f"{script} {args} did not finish")
+    return p.exitcode, out.read_text()
+
+
+def _refused(code: int, out: str, *words: str) -> None:
+    """Exit 2 with one ``error:`` line holding ``words``, and no traceback."""
+    assert code == 2, out[-3000:]
+    assert "Traceback" not in out, out[-3000:]
+    errors = [ln for ln in out.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1, out[-3000:]
+    for w in words:
+        assert w in errors[0], errors[0]
+
+
+# -- checkpoints ---------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder where a tiny ``train.py`` run wrote ``runs/default/checkpoints/last.ckpt``."""
+    root = tmp_path_factory.mktemp("run")
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        training.fit(training.build_cli(ARGS))
+    finally:
+        os.chdir(cwd)
+    return root
+
+
+def _evil_copy(ckpt: Path, out: Path, marker: Path) -> Path:
+    contents = load_checkpoint_file(ckpt)
+    contents["extra"] = Payload(marker)
+    torch.save(contents, out)
+    return out
+
+
+def test_own_checkpoint_loads_weights_only(run: Path) -> None:
+    ckpt = run / "runs/default/checkpoints/last.ckpt"
+    assert torch.load(ckpt, map_location="cpu", weights_only=True)["loops"]  # nothing beyond torch's defaults
+    assert read_checkpoint(ckpt)["hyper_parameters"]["hidden"] == 16
+    module = load_predictor(ckpt)
+    assert module.trained_on["tasks"] == ["nb201/cifar10/val_acc", "nb201/cifar100/train_time"]
+
+
+def test_evil_checkpoint_is_refused_by_the_loader_and_nothing_runs(run: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "MARKER"
+    evil = _evil_copy(run / "runs/default/checkpoints/last.ckpt", tmp_path / "evil.ckpt", marker)
+    assert "posix.system" in _one_line(lambda: load_predictor(evil))
+    assert "posix.system" in _one_line(lambda: read_checkpoint(evil))
+    assert not marker.exists()
+
+
+def test_evil_checkpoint_is_refused_by_suggest_and_nothing_runs(run: Path, forkserver, tmp_path: Path) -> None:
+    marker = tmp_path / "MARKER"
+    evil = _evil_copy(run / "runs/default/checkpoints/last.ckpt", tmp_path / "evil.ckpt", marker)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    code, out = _command(forkserver, SEARCH, ["suggest", "--k", "3", "--ckpt", str(evil)], cwd)
+    _refused(code, out, "evil.ckpt", "posix.system", "could run code")
+    assert not marker.exists()
+
+
+def test_evil_checkpoint_is_refused_by_train_resume_and_nothing_runs(run: Path, forkserver, tmp_path: Path) -> None:
+    marker = tmp_path / "MARKER"
+    evil = _evil_copy(run / "runs/default/checkpoints/last.ckpt", tmp_path / "evil.ckpt", marker)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    code, out = _command(forkserver, TRAIN, ARGS + ["--ckpt_path", str(evil)], cwd)
+    _refused(code, out, "--ckpt_path", "posix.system")
+    assert not marker.exists() and list(cwd.iterdir()) == []
+
+
+def test_lightning_resume_reads_weights_only_even_when_the_environment_allows_more(
+        run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lightning's own restore (past train.py's check) refuses the payload too, even with
+    ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` set, which only changes loads that leave ``weights_only`` unset."""
+    marker = tmp_path / "MARKER"
+    evil = _evil_copy(run / "runs/default/checkpoints/last.ckpt", tmp_path / "evil.ckpt", marker)
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    monkeypatch.setattr(training, "check_resumable", lambda *args: None)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(pickle.UnpicklingError, match="posix.system"):
+        training.fit(training.build_cli(ARGS + ["--ckpt_path", str(evil)]))
+    assert not marker.exists()
+
+
+# -- the official NB201 file ---------------------------------------------------------------------
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("NAS_LIGHTNING_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("NB201_PATH", raising=False)
+    return tmp_path / "cache"
+
+
+def test_evil_official_file_is_refused_and_nothing_runs(cache: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "MARKER"
+    data = official_dict()
+    data["extra"] = Payload(marker)
+    torch.save(data, tmp_path / "evil.pth")
+    msg = _one_line(lambda: load_official("cifar10", "val_acc", tmp_path / "evil.pth"))
+    assert "posix.system" in msg and "evil.pth" in msg
+    assert not marker.exists()
+    assert not cache.exists() or not list(cache.iterdir())  # nothing cached from it
+
+
+def test_evil_official_file_is_refused_by_a_command(cache: Path, forkserver, tmp_path: Path) -> None:
+    marker = tmp_path / "MARKER"
+    data = official_dict()
+    data["extra"] = Payload(marker)
+    torch.save(data, tmp_path / "evil.pth")
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    code, out = _command(forkserver, SEARCH, ["tasks", "--task", "nb201-official/cifar10/val_acc"], cwd,
+                         {"NB201_PATH": str(tmp_path / "evil.pth"), "NAS_LIGHTNING_CACHE": str(cache)})
+    _refused(code, out, "evil.pth", "posix.system")
+    assert not marker.exists()
+
+
+def test_official_file_as_written_with_numpy_1_still_loads(cache: Path, tmp_path: Path) -> None:
+    """The real file pickles its numpy scalars as ``numpy.core.multiarray.scalar`` (numpy 1.x)."""
+    raw = tmp_path / "nb201.pth"
+    torch.save(official_dict(), raw, _use_new_zipfile_serialization=False)
+    old = raw.read_bytes().replace(b"numpy._core.multiarray\nscalar", b"numpy.core.multiarray\nscalar")
+    assert b"numpy.core.multiarray\nscalar" in old
+    raw.write_bytes(old)
+    task = load_official("cifar100", "flops", raw)
+    want = expected("cifar100", "flops")
+    assert torch.allclose(task.values(), torch.tensor([want[a] for a in sorted(want)], dtype=torch.float64))
+    assert "TORCH_FORCE_WEIGHTS_ONLY_LOAD" not in os.environ
