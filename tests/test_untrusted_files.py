@@ -1,9 +1,10 @@
 """Files a user is given never run code, and bad ones are refused in one line.
 
-Checkpoints (``--ckpt``, ``--pretrained``, ``--ckpt_path``) and the official NB201 file each get a
-pickled ``os.system`` payload that would create a marker file: every reader refuses the file (exit
-2 and one ``error:`` line where it is a command) and the marker never appears. The project's own
-checkpoints and files in the official format still load.
+Checkpoints (``--ckpt``, ``--pretrained``, ``--ckpt_path``), the official NB201 file and CIFAR
+batches each get a pickled ``os.system`` payload that would create a marker file: every reader
+refuses the file (exit 2 and one ``error:`` line where it is a command) and the marker never
+appears. Around them: the project's own checkpoints and files in the official formats still load;
+malformed CIFAR batches are one-line errors.
 """
 
 from __future__ import annotations
@@ -14,12 +15,15 @@ import pickle
 import runpy
 import sys
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
 from nas_lightning import training
 from nas_lightning.errors import UserError
+from nas_lightning.evaluation.sources import load_dataset
 from nas_lightning.models.checkpoint import load_predictor, read_checkpoint
 from nas_lightning.safe_load import load_checkpoint_file
 from nas_lightning.tasks.official import load_official
@@ -215,3 +219,66 @@ def test_official_file_as_written_with_numpy_1_still_loads(cache: Path, tmp_path
     want = expected("cifar100", "flops")
     assert torch.allclose(task.values(), torch.tensor([want[a] for a in sorted(want)], dtype=torch.float64))
     assert "TORCH_FORCE_WEIGHTS_ONLY_LOAD" not in os.environ
+
+
+# -- CIFAR batches -------------------------------------------------------------------------------
+def _cifar(root: Path, batch: dict | None = None, name: str = "data_batch_1", protocol: int = 4) -> Path:
+    """A CIFAR-10 folder of small batches; ``batch`` replaces the one called ``name``."""
+    rng = np.random.default_rng(0)
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    for f, n in [(f"data_batch_{i}", 10) for i in range(1, 6)] + [("test_batch", 7)]:
+        good = {"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), "labels": [i % 10 for i in range(n)]}
+        (folder / f).write_bytes(pickle.dumps(batch if f == name and batch is not None else good, protocol=protocol))
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": [f"c{i}" for i in range(10)]}, protocol=protocol))
+    return root
+
+
+def _evil_batch(marker: Path) -> dict:
+    return {"data": np.zeros((10, 3072), dtype=np.uint8), "labels": [0] * 10, "batch_label": Payload(marker)}
+
+
+def test_evil_cifar_batch_is_refused_and_nothing_runs(tmp_path: Path) -> None:
+    marker = tmp_path / "MARKER"
+    root = _cifar(tmp_path / "c10", _evil_batch(marker))
+    msg = _one_line(lambda: load_dataset("cifar10", root))
+    assert "posix.system" in msg and "data_batch_1" in msg
+    assert not marker.exists()
+
+
+def test_evil_cifar_batch_is_refused_by_a_command(forkserver, tmp_path: Path) -> None:
+    marker = tmp_path / "MARKER"
+    root = _cifar(tmp_path / "c10", _evil_batch(marker), name="test_batch")
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    code, out = _command(forkserver, SEARCH, ["compare", "--task", f"train:cifar10={root}", "--strategy", "random",
+                                               "--budget", "1", "--seeds", "1", "--out", "out"], cwd)
+    _refused(code, out, "test_batch", "posix.system")
+    assert not marker.exists() and list(cwd.iterdir()) == []
+
+
+@pytest.mark.parametrize("protocol", [2, 5])
+def test_cifar_batches_in_other_pickle_forms_still_load(tmp_path: Path, protocol: int) -> None:
+    """Protocol 2 (as the official Python 2 files, with numpy 1.x's module name) and protocol 5."""
+    root = _cifar(tmp_path, protocol=protocol)
+    if protocol == 2:
+        for f in (root / "cifar-10-batches-py").iterdir():
+            f.write_bytes(f.read_bytes().replace(b"numpy._core.multiarray\n", b"numpy.core.multiarray\n"))
+        assert b"numpy.core.multiarray\n_reconstruct" in (root / "cifar-10-batches-py" / "test_batch").read_bytes()
+    d = load_dataset("cifar10", root, val_fraction=0.2)
+    assert (len(d.train), len(d.val), len(d.test), d.classes[3]) == (40, 10, 7, "c3")
+
+
+@pytest.mark.parametrize("batch,words", [
+    ([1, 2, 3], "not a dict"),
+    ({"labels": [0] * 10}, "no 'data'"),
+    ({"data": np.zeros((10, 3072), dtype=np.uint8)}, "no 'labels'"),
+    ({"data": np.zeros((10, 100), dtype=np.uint8), "labels": [0] * 10}, "uint8 [N, 3072]"),
+    ({"data": np.zeros((10, 3072), dtype=np.float32), "labels": [0] * 10}, "float32"),
+    ({"data": np.zeros((10, 3072), dtype=np.uint8), "labels": [0] * 9}, "9 labels for 10 images"),
+    ({"data": np.zeros((10, 3072), dtype=np.uint8), "labels": [12] * 10}, "labels outside 0..9"),
+    ({"data": np.zeros((10, 3072), dtype=np.uint8), "labels": ["cat"] * 10}, "not a list of integers"),
+], ids=["list", "no-data", "no-labels", "short-rows", "float", "label-count", "label-range", "label-text"])
+def test_malformed_cifar_batch_is_one_line(tmp_path: Path, batch: Any, words: str) -> None:
+    msg = _one_line(lambda: load_dataset("cifar10", _cifar(tmp_path, batch)))
+    assert words in msg and "data_batch_1" in msg

@@ -29,6 +29,8 @@ import torch
 
 from nas_lightning.errors import UserError
 from nas_lightning.evaluation.datasets import ImageData, Split, check_fraction, from_arrays
+from nas_lightning.image_checks import check_cifar_batch, check_cifar_meta
+from nas_lightning.safe_load import RefusedGlobal, cifar_globals, restricted_pickle_load
 
 log = logging.getLogger(__name__)
 
@@ -165,8 +167,14 @@ def _first_dir(root: Path, names: tuple[str, ...], marker: str) -> Path | None:
 
 
 def _unpickle(path: Path) -> dict:
+    """A CIFAR python batch, built with nothing but containers, strings, numbers and numpy arrays
+    (:func:`~nas_lightning.safe_load.cifar_globals`): anything else is refused before it is built."""
     with open(path, "rb") as f:
-        return pickle.load(f, encoding="latin1")
+        try:
+            return restricted_pickle_load(f, cifar_globals(), encoding="latin1")
+        except RefusedGlobal as err:
+            raise UserError(f"CIFAR file {str(path)!r} holds {err.name}, which CIFAR batches do not; refused "
+                            "(reading it could run code); download the CIFAR python version again") from None
 
 
 def read_cifar(root: str | Path, num_classes: int) -> tuple[tuple[np.ndarray, np.ndarray], tuple[torch.Tensor, torch.Tensor], tuple[str, ...]]:
@@ -191,8 +199,14 @@ def read_cifar(root: str | Path, num_classes: int) -> tuple[tuple[np.ndarray, np
         parts = [_unpickle(folder / f) for f in train_files]
         test = _unpickle(folder / test_file)
         meta = _unpickle(folder / meta_file) if (folder / meta_file).is_file() else {}
-    except (OSError, pickle.UnpicklingError, EOFError, KeyError) as err:
-        raise UserError(f"CIFAR-{num_classes} files under {str(folder)!r} are unreadable ({err}); download them again") from None
+    except UserError:
+        raise
+    except (OSError, EOFError, MemoryError, pickle.UnpicklingError, LookupError, ValueError, TypeError, AttributeError) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise UserError(f"CIFAR-{num_classes} files under {str(folder)!r} are unreadable ({first}); download them again") from None
+    for name, batch in zip(train_files + [test_file], parts + [test]):
+        check_cifar_batch(batch, folder / name, label_key, num_classes)
+    check_cifar_meta(meta, folder / meta_file, names_key, num_classes)
 
     def arrays(batches: list[dict]) -> tuple[np.ndarray, np.ndarray]:
         x = np.concatenate([np.asarray(b["data"], dtype=np.uint8).reshape(-1, 3, 32, 32) for b in batches])
