@@ -1,5 +1,9 @@
 """Checks on image data a user is given, before any of it is decoded or trusted.
 
+* a pixel limit on every image, read from its header (a small file can claim a huge image: a
+  decompression bomb);
+* class folders that are links back into the image folder (or to it, or above it), which would
+  make one class of every image, or count images twice;
 * the contents of a CIFAR python batch (keys, shapes, dtypes, label range).
 
 Each failure is a :class:`~nas_lightning.errors.UserError` of one line.
@@ -7,6 +11,7 @@ Each failure is a :class:`~nas_lightning.errors.UserError` of one line.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +19,43 @@ import numpy as np
 
 from nas_lightning.errors import UserError
 
+# PIL's own default (Image.MAX_IMAGE_PIXELS, above which it warns of a decompression bomb); fixed
+# here so a program that lifts PIL's limit does not lift this one. 89.5 million pixels: a
+# 9459 x 9459 image, 268 MB decoded as RGB.
+MAX_PIXELS = 89_478_485
 CIFAR_PIXELS = 3 * 32 * 32
+
+
+def check_pixels(path: Path, size: tuple[int, int]) -> None:
+    """Refuse an image whose header claims more than :data:`MAX_PIXELS` pixels."""
+    w, h = size
+    if w * h > MAX_PIXELS:
+        raise UserError(f"image {str(path)!r} is {w}x{h} ({w * h:,} pixels), over the limit of {MAX_PIXELS:,} "
+                        "pixels (a decompression bomb, or a photo far larger than training needs); downscale it or remove it")
+
+
+def bomb(path: Path, err: Exception) -> UserError:
+    """The one-line error for an image PIL itself refuses as a decompression bomb (twice its limit)."""
+    found = re.search(r"\((\d+) pixels\)", str(err))
+    claims = f"{int(found.group(1)):,} pixels" if found else "more than twice that many pixels"
+    return UserError(f"image {str(path)!r} claims {claims}, over the limit of {MAX_PIXELS:,} pixels "
+                     "(a decompression bomb, or a photo far larger than training needs); downscale it or remove it")
+
+
+def check_class_folder(folder: Path, root: Path) -> None:
+    """Refuse a class folder that is a link to the image folder ``root``, to a folder above it,
+    or to a folder inside it (its images would form a class of everything, or count twice)."""
+    if not folder.is_symlink() or not folder.is_dir():
+        return
+    target, top = folder.resolve(), root.resolve()
+    if target == top or target in top.parents:
+        where = "the image folder itself" if target == top else "a folder above the image folder"
+    elif top in target.parents:
+        where = "a folder inside the image folder (its images would count twice)"
+    else:
+        return
+    raise UserError(f"class folder {str(folder)!r} is a link to {where} ({str(target)!r}); "
+                    "replace it with a folder holding only that class's images")
 
 
 def check_cifar_batch(batch: Any, path: Path, label_key: str, num_classes: int) -> None:

@@ -4,7 +4,8 @@ Checkpoints (``--ckpt``, ``--pretrained``, ``--ckpt_path``), the official NB201 
 batches each get a pickled ``os.system`` payload that would create a marker file: every reader
 refuses the file (exit 2 and one ``error:`` line where it is a command) and the marker never
 appears. Around them: the project's own checkpoints and files in the official formats still load;
-malformed CIFAR batches are one-line errors.
+a decompression-bomb PNG, malformed CIFAR batches and class folders linked back into the image
+folder are one-line errors.
 """
 
 from __future__ import annotations
@@ -13,13 +14,16 @@ import multiprocessing as mp
 import os
 import pickle
 import runpy
+import struct
 import sys
+import zlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from nas_lightning import training
 from nas_lightning.errors import UserError
@@ -282,3 +286,75 @@ def test_cifar_batches_in_other_pickle_forms_still_load(tmp_path: Path, protocol
 def test_malformed_cifar_batch_is_one_line(tmp_path: Path, batch: Any, words: str) -> None:
     msg = _one_line(lambda: load_dataset("cifar10", _cifar(tmp_path, batch)))
     assert words in msg and "data_batch_1" in msg
+
+
+# -- image folders -------------------------------------------------------------------------------
+def _images(root: Path, classes: tuple[str, ...] = ("cat", "dog"), n: int = 3) -> Path:
+    for c, name in enumerate(classes):
+        (root / name).mkdir(parents=True)
+        for i in range(n):
+            Image.new("RGB", (8, 8), (60 * c, 20 * i, 0)).save(root / name / f"{i}.png")
+    return root
+
+
+def _png_bomb(path: Path, side: int = 20000) -> None:
+    """A small PNG whose header claims ``side`` x ``side`` grayscale pixels (rows of zeros)."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    rows = zlib.compress(b"\0" * (side + 1) * 64, 9)  # 64 rows are enough: only the header matters
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
+                     + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
+
+
+def test_decompression_bomb_png_is_one_line(tmp_path: Path) -> None:
+    root = _images(tmp_path / "imgs")
+    _png_bomb(root / "dog" / "bomb.png")
+    assert (root / "dog" / "bomb.png").stat().st_size < 64 * 1024
+    msg = _one_line(lambda: load_dataset("folder", root))
+    assert "bomb.png" in msg and "400,000,000 pixels" in msg and "limit" in msg
+
+
+def test_image_over_the_pixel_limit_but_under_pils_refusal_is_one_line(tmp_path: Path) -> None:
+    """Between PIL's warning and its refusal (1-2x its limit) PIL only warns; the limit still holds."""
+    root = _images(tmp_path / "imgs")
+    _png_bomb(root / "cat" / "big.png", side=10000)
+    msg = _one_line(lambda: load_dataset("folder", root, image_size=8))  # resized: sizes may differ
+    assert "10000x10000 (100,000,000 pixels)" in msg and "limit" in msg
+
+
+def test_decompression_bomb_png_is_refused_by_a_command(forkserver, tmp_path: Path) -> None:
+    root = _images(tmp_path / "imgs")
+    _png_bomb(root / "dog" / "bomb.png")
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    code, out = _command(forkserver, SEARCH, ["compare", "--task", f"train:imagefolder={root}", "--strategy", "random",
+                                               "--budget", "1", "--seeds", "1", "--out", "out"], cwd)
+    _refused(code, out, "bomb.png", "pixels")
+    assert "DecompressionBomb" not in out and list(cwd.iterdir()) == []
+
+
+@pytest.mark.parametrize("target,words", [(".", "image folder itself"), ("..", "above the image folder"),
+                                          ("cat", "inside the image folder")], ids=["root", "above", "inside"])
+def test_class_folder_linked_back_into_the_image_folder_is_refused(tmp_path: Path, target: str, words: str) -> None:
+    root = _images(tmp_path / "imgs")
+    (root / "everything").symlink_to(target, target_is_directory=True)
+    msg = _one_line(lambda: load_dataset("folder", root))
+    assert "everything" in msg and words in msg
+
+
+def test_val_class_linked_to_a_train_class_is_refused(tmp_path: Path) -> None:
+    _images(tmp_path / "imgs" / "train")
+    (tmp_path / "imgs" / "val").mkdir()
+    (tmp_path / "imgs" / "val" / "cat").symlink_to(tmp_path / "imgs" / "train" / "cat", target_is_directory=True)
+    _images(tmp_path / "imgs" / "val", classes=("dog",))
+    assert "inside the image folder" in _one_line(lambda: load_dataset("folder", tmp_path / "imgs"))
+
+
+def test_class_folder_linked_to_a_folder_elsewhere_still_loads(tmp_path: Path) -> None:
+    """A link to images kept outside the image folder is an ordinary way to assemble a dataset."""
+    root = _images(tmp_path / "imgs")
+    _images(tmp_path / "elsewhere", classes=("eel",))
+    (root / "eel").symlink_to(tmp_path / "elsewhere" / "eel", target_is_directory=True)
+    d = load_dataset("folder", root, val_fraction=1 / 3)
+    assert d.classes == ("cat", "dog", "eel") and len(d.train) + len(d.val) == 9

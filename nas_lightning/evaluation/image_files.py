@@ -14,6 +14,9 @@ Image folders: grayscale images (modes ``1``, ``L``, ``LA``) give 1-channel data
 is grayscale; otherwise every image is converted to RGB (gray replicated, alpha dropped). 16-bit
 and float images are refused. Mixed sizes are refused unless ``image_size`` is given, which
 resizes every image to ``image_size`` x ``image_size`` (bilinear; the aspect ratio is not kept).
+An image whose header claims more than :data:`~nas_lightning.image_checks.MAX_PIXELS` pixels is
+refused before it is decoded; a class folder that is a link to the image folder, above it or into
+it is refused. CIFAR batches are unpickled with nothing but containers and numpy arrays allowed.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import gzip
 import logging
 import pickle
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -29,7 +33,7 @@ import torch
 
 from nas_lightning.errors import UserError
 from nas_lightning.evaluation.datasets import ImageData, Split, check_fraction, from_arrays
-from nas_lightning.image_checks import check_cifar_batch, check_cifar_meta
+from nas_lightning.image_checks import bomb, check_cifar_batch, check_cifar_meta, check_class_folder, check_pixels
 from nas_lightning.safe_load import RefusedGlobal, cifar_globals, restricted_pickle_load
 
 log = logging.getLogger(__name__)
@@ -47,10 +51,13 @@ def _images_under(folder: Path) -> list[Path]:
     )
 
 
-def _scan_classes(folder: Path) -> dict[str, list[Path]]:
-    """Class name -> image files of one class-folder tree."""
+def _scan_classes(folder: Path, root: Path) -> dict[str, list[Path]]:
+    """Class name -> image files of one class-folder tree (``root``: the whole image folder)."""
     if not folder.is_dir():
         raise UserError(f"image folder {str(folder)!r} does not exist; give a folder with {_LAYOUT_HINT}")
+    for d in folder.iterdir():
+        if not d.name.startswith("."):
+            check_class_folder(d, root)
     found = {d.name: _images_under(d) for d in sorted(folder.iterdir()) if d.is_dir() and not d.name.startswith(".")}
     empty = [name for name, files in found.items() if not files]
     if not any(found.values()):
@@ -71,10 +78,15 @@ def _probe(files: list[Path]) -> tuple[str, Counter]:
     gray = True
     for f in files:
         try:
-            with Image.open(f) as im:
-                mode, size = im.mode, im.size
+            with warnings.catch_warnings():  # over the limit is refused below, in one line
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(f) as im:
+                    mode, size = im.mode, im.size
+        except Image.DecompressionBombError as err:
+            raise bomb(f, err) from None
         except (UnidentifiedImageError, OSError) as err:
             raise UserError(f"cannot read image {str(f)!r} ({type(err).__name__}); remove or replace the file") from None
+        check_pixels(f, size)
         if mode not in GRAY_MODES and mode not in COLOR_MODES:
             raise UserError(f"image {str(f)!r} has mode {mode!r} (16-bit or float); save it as 8-bit grayscale or RGB")
         gray = gray and mode in GRAY_MODES
@@ -91,10 +103,13 @@ def _read(files: list[Path], mode: str, size: tuple[int, int]) -> torch.Tensor:
     for i, f in enumerate(files):
         try:
             with Image.open(f) as im:
+                check_pixels(f, im.size)  # again: the file may have changed since it was probed
                 im = im.convert(mode)
                 if im.size != size:
                     im = im.resize(size, Image.Resampling.BILINEAR)
                 out[i] = np.asarray(im, dtype=np.uint8).reshape(size[1], size[0], channels)
+        except Image.DecompressionBombError as err:
+            raise bomb(f, err) from None
         except OSError as err:
             raise UserError(f"cannot decode image {str(f)!r} ({err}); remove or replace the file") from None
     return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
@@ -129,7 +144,7 @@ def load_image_folder(
         raise UserError(f"image_size={image_size!r} is invalid; give a side length in pixels between 1 and 4096")
     split_layout = (root / "train").is_dir() and (root / "val").is_dir()
     if split_layout:
-        trees = {part: _scan_classes(root / part) for part in ("train", "val", "test") if (root / part).is_dir()}
+        trees = {part: _scan_classes(root / part, root) for part in ("train", "val", "test") if (root / part).is_dir()}
         classes = tuple(trees["train"])
         for part, tree in trees.items():
             extra = sorted(set(tree) - set(classes))
@@ -137,7 +152,7 @@ def load_image_folder(
                 raise UserError(f"{part}/ has class {extra[0]!r} that train/ lacks; give train/ a folder {extra[0]!r} or remove it from {part}/")
     else:
         check_fraction("val_fraction", val_fraction)
-        trees = {"all": _scan_classes(root)}
+        trees = {"all": _scan_classes(root, root)}
         classes = tuple(trees["all"])
     flat = {part: _flatten(tree, classes) for part, tree in trees.items()}
     all_files = [f for files, _ in flat.values() for f in files]
