@@ -19,6 +19,7 @@ from nas_lightning.data.datamodule import NASTaskDataModule
 from nas_lightning.errors import UserError
 from nas_lightning.models.checkpoint import read_checkpoint, space_of
 from nas_lightning.models.module import MetaPredictor
+from nas_lightning.safe_load import CHECKPOINT_GLOBALS
 from nas_lightning.search.callback import SearchCallback
 
 log = logging.getLogger(__name__)
@@ -243,4 +244,7 @@ def fit(cli: MetaCLI) -> None:
     elif ckpt is None and (Path(cli.config.checkpoint.dirpath) / "last.ckpt").exists():
         log.warning("starting afresh in %s: its checkpoints will be replaced (resume with --ckpt_path last)",
                     cli.config.checkpoint.dirpath)
-    cli.trainer.fit(cli.model, cli.datamodule, ckpt_path=ckpt)
+    # Lightning reads --ckpt_path again to restore: weights-only there too (check_resumable read it
+    # the same way), so a file swapped in between is refused rather than run
+    with torch.serialization.safe_globals(CHECKPOINT_GLOBALS):
+        cli.trainer.fit(cli.model, cli.datamodule, ckpt_path=ckpt, weights_only=True)

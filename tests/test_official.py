@@ -196,8 +196,8 @@ def test_file_is_read_once_then_cached_until_it_changes(data, tmp_path, monkeypa
         load_official("cifar100", "params", path)
 
 
-def test_environment_is_restored_after_the_trusted_load(data, tmp_path):
+def test_environment_is_restored_after_the_weights_only_load(data, tmp_path):
     path = tmp_path / "nb201.pth"
     torch.save(data, path)
     assert not math.isnan(float(load_official("cifar10", "latency", path).values()[0]))
-    assert "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD" not in os.environ
+    assert "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD" not in os.environ and "TORCH_FORCE_WEIGHTS_ONLY_LOAD" not in os.environ

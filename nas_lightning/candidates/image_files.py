@@ -14,6 +14,9 @@ Image folders: grayscale images (modes ``1``, ``L``, ``LA``) give 1-channel data
 is grayscale; otherwise every image is converted to RGB (gray replicated, alpha dropped). 16-bit
 and float images are refused. Mixed sizes are refused unless ``image_size`` is given, which
 resizes every image to ``image_size`` x ``image_size`` (bilinear; the aspect ratio is not kept).
+An image whose header claims more than :data:`~nas_lightning.candidates.image_checks.MAX_PIXELS` pixels is
+refused before it is decoded; a class folder that is a link to the image folder, above it or into
+it is refused. CIFAR batches are unpickled with nothing but containers and numpy arrays allowed.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import gzip
 import logging
 import pickle
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -29,6 +33,8 @@ import torch
 
 from nas_lightning.errors import UserError
 from nas_lightning.candidates.datasets import ImageData, Split, check_fraction, from_arrays
+from nas_lightning.candidates.image_checks import bomb, check_cifar_batch, check_cifar_meta, check_class_folder, check_pixels
+from nas_lightning.safe_load import RefusedGlobal, cifar_globals, restricted_pickle_load
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +51,13 @@ def _images_under(folder: Path) -> list[Path]:
     )
 
 
-def _scan_classes(folder: Path) -> dict[str, list[Path]]:
-    """Class name -> image files of one class-folder tree."""
+def _scan_classes(folder: Path, root: Path) -> dict[str, list[Path]]:
+    """Class name -> image files of one class-folder tree (``root``: the whole image folder)."""
     if not folder.is_dir():
         raise UserError(f"image folder {str(folder)!r} does not exist; give a folder with {_LAYOUT_HINT}")
+    for d in folder.iterdir():
+        if not d.name.startswith("."):
+            check_class_folder(d, root)
     found = {d.name: _images_under(d) for d in sorted(folder.iterdir()) if d.is_dir() and not d.name.startswith(".")}
     empty = [name for name, files in found.items() if not files]
     if not any(found.values()):
@@ -69,10 +78,15 @@ def _probe(files: list[Path]) -> tuple[str, Counter]:
     gray = True
     for f in files:
         try:
-            with Image.open(f) as im:
-                mode, size = im.mode, im.size
+            with warnings.catch_warnings():  # over the limit is refused below, in one line
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(f) as im:
+                    mode, size = im.mode, im.size
+        except Image.DecompressionBombError as err:
+            raise bomb(f, err) from None
         except (UnidentifiedImageError, OSError) as err:
             raise UserError(f"cannot read image {str(f)!r} ({type(err).__name__}); remove or replace the file") from None
+        check_pixels(f, size)
         if mode not in GRAY_MODES and mode not in COLOR_MODES:
             raise UserError(f"image {str(f)!r} has mode {mode!r} (16-bit or float); save it as 8-bit grayscale or RGB")
         gray = gray and mode in GRAY_MODES
@@ -89,10 +103,13 @@ def _read(files: list[Path], mode: str, size: tuple[int, int]) -> torch.Tensor:
     for i, f in enumerate(files):
         try:
             with Image.open(f) as im:
+                check_pixels(f, im.size)  # again: the file may have changed since it was probed
                 im = im.convert(mode)
                 if im.size != size:
                     im = im.resize(size, Image.Resampling.BILINEAR)
                 out[i] = np.asarray(im, dtype=np.uint8).reshape(size[1], size[0], channels)
+        except Image.DecompressionBombError as err:
+            raise bomb(f, err) from None
         except OSError as err:
             raise UserError(f"cannot decode image {str(f)!r} ({err}); remove or replace the file") from None
     return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
@@ -127,7 +144,7 @@ def load_image_folder(
         raise UserError(f"image_size={image_size!r} is invalid; give a side length in pixels between 1 and 4096")
     split_layout = (root / "train").is_dir() and (root / "val").is_dir()
     if split_layout:
-        trees = {part: _scan_classes(root / part) for part in ("train", "val", "test") if (root / part).is_dir()}
+        trees = {part: _scan_classes(root / part, root) for part in ("train", "val", "test") if (root / part).is_dir()}
         classes = tuple(trees["train"])
         for part, tree in trees.items():
             extra = sorted(set(tree) - set(classes))
@@ -135,7 +152,7 @@ def load_image_folder(
                 raise UserError(f"{part}/ has class {extra[0]!r} that train/ lacks; give train/ a folder {extra[0]!r} or remove it from {part}/")
     else:
         check_fraction("val_fraction", val_fraction)
-        trees = {"all": _scan_classes(root)}
+        trees = {"all": _scan_classes(root, root)}
         classes = tuple(trees["all"])
     flat = {part: _flatten(tree, classes) for part, tree in trees.items()}
     all_files = [f for files, _ in flat.values() for f in files]
@@ -165,8 +182,14 @@ def _first_dir(root: Path, names: tuple[str, ...], marker: str) -> Path | None:
 
 
 def _unpickle(path: Path) -> dict:
+    """A CIFAR python batch, built with nothing but containers, strings, numbers and numpy arrays
+    (:func:`~nas_lightning.safe_load.cifar_globals`): anything else is refused before it is built."""
     with open(path, "rb") as f:
-        return pickle.load(f, encoding="latin1")
+        try:
+            return restricted_pickle_load(f, cifar_globals(), encoding="latin1")
+        except RefusedGlobal as err:
+            raise UserError(f"CIFAR file {str(path)!r} holds {err.name}, which CIFAR batches do not; refused "
+                            "(reading it could run code); download the CIFAR python version again") from None
 
 
 def read_cifar(root: str | Path, num_classes: int) -> tuple[tuple[np.ndarray, np.ndarray], tuple[torch.Tensor, torch.Tensor], tuple[str, ...]]:
@@ -191,8 +214,14 @@ def read_cifar(root: str | Path, num_classes: int) -> tuple[tuple[np.ndarray, np
         parts = [_unpickle(folder / f) for f in train_files]
         test = _unpickle(folder / test_file)
         meta = _unpickle(folder / meta_file) if (folder / meta_file).is_file() else {}
-    except (OSError, pickle.UnpicklingError, EOFError, KeyError) as err:
-        raise UserError(f"CIFAR-{num_classes} files under {str(folder)!r} are unreadable ({err}); download them again") from None
+    except UserError:
+        raise
+    except (OSError, EOFError, MemoryError, pickle.UnpicklingError, LookupError, ValueError, TypeError, AttributeError) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise UserError(f"CIFAR-{num_classes} files under {str(folder)!r} are unreadable ({first}); download them again") from None
+    for name, batch in zip(train_files + [test_file], parts + [test]):
+        check_cifar_batch(batch, folder / name, label_key, num_classes)
+    check_cifar_meta(meta, folder / meta_file, names_key, num_classes)
 
     def arrays(batches: list[dict]) -> tuple[np.ndarray, np.ndarray]:
         x = np.concatenate([np.asarray(b["data"], dtype=np.uint8).reshape(-1, 3, 32, 32) for b in batches])

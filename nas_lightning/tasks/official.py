@@ -15,20 +15,19 @@ flops in MFLOPs, params in MB, latency in seconds.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import math
 import os
 import pickle
-import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import torch
 
 from nas_lightning.errors import UserError
 from nas_lightning.files import save_torch
+from nas_lightning.safe_load import nb201_globals, refused_global, weights_only_loads
 from nas_lightning.spaces import NB201
 from nas_lightning.tasks.embedded import DATASETS, cache_dir
 from nas_lightning.tasks.task import Task
@@ -143,28 +142,15 @@ def _cached_tensors(path: Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
-@contextlib.contextmanager
-def _full_unpickling() -> Iterator[None]:
-    """Let ``torch.load`` calls that leave ``weights_only`` unset unpickle everything (scoped)."""
-    old = os.environ.get("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")
-    os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", None)
-        else:
-            os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = old
-
-
 def _open_api(path: Path) -> NASBench201API:
     """Build the API from a file (the API loads it itself, so the records are never copied).
 
-    The safe weights-only loader is tried first; a file it refuses (it pickles e.g. numpy
-    scalars) is loaded with full unpickling, as the user named it as the official file.
+    The API's own ``torch.load`` runs weights-only, with only numpy scalars added to torch's
+    allow-list (:func:`~nas_lightning.safe_load.nb201_globals`): the official file holds nothing
+    else, and a file holding more is refused before any of it is built.
 
     Raises:
-        UserError: if the file is not a readable NB201 benchmark file.
+        UserError: if the file is not a readable NB201 benchmark file, or holds more than one does.
     """
     from nas_201_api import NASBench201API
 
@@ -174,18 +160,13 @@ def _open_api(path: Path) -> NASBench201API:
 
     errors = (OSError, RuntimeError, EOFError, AssertionError, KeyError, TypeError, ValueError, pickle.UnpicklingError)
     try:
-        return NASBench201API(str(path), verbose=False)
-    except pickle.UnpicklingError as err:
-        if "weights only" not in str(err).lower():
-            raise bad(err) from None
-        log.warning("%s holds objects the weights-only loader refuses; loading it as a trusted file", path)
-    except errors as err:
-        raise bad(err) from None
-    try:
-        with _full_unpickling(), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", category=UserWarning)
+        with weights_only_loads(nb201_globals()):
             return NASBench201API(str(path), verbose=False)
     except errors as err:
+        what = refused_global(err)
+        if what is not None:
+            raise UserError(f"NB201 file {str(path)!r} holds {what}, which the NAS-Bench-201 file does not; refused "
+                            f"(reading it could run code); {_HINT}") from None
         raise bad(err) from None
 
 
