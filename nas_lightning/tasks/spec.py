@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fnmatch
 import glob
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from nas_lightning.errors import UserError
 
 TABLE_KINDS: tuple[str, ...] = ("nb201", "nb201-official", "nbg")
 LOWER_IS_BETTER_WORDS = ("latency", "time", "param", "flops", "size", "energy", "memory")
+# a trailing ``@word`` (no dot, slash or '#': not part of a file name like ``runs@2024.csv``)
+_DIRECTION = re.compile(r"@([A-Za-z_][A-Za-z0-9_-]*)$")
 FORMS = ("nb201/<dataset>/<metric>, nb201-official/<dataset>/<metric>, nbg/<dataset>/<metric> "
          "or csv:<path>[#<column>][@min|@max]")
 
@@ -36,7 +39,8 @@ class TaskSpec:
         dataset, metric: of a benchmark table (``kind`` other than csv).
         path: the CSV file or glob (``csv`` only), as given.
         column: the CSV column (``None``: every numeric column).
-        direction: ``"min"``/``"max"`` forced by ``@min``/``@max`` (``None``: from the column name).
+        direction: ``"min"``/``"max"`` forced by ``@min``/``@max`` (``None``: from the column name);
+            any other ``@word`` is kept as written and refused when the table is read.
     """
 
     kind: str
@@ -59,9 +63,9 @@ class TaskSpec:
                             "train.py's --data.target_tasks (rank, predict and training-side tasks need a table)")
         if text.startswith("csv:"):
             body, direction = text[len("csv:"):], None
-            for suffix in ("@min", "@max"):
-                if body.endswith(suffix):
-                    body, direction = body[: -len(suffix)], suffix[1:]
+            tail = _DIRECTION.search(body)
+            if tail:  # @min, @max, or another word the loader reports (with the table's columns)
+                body, direction = body[: tail.start()], tail.group(1)
             path, _, column = body.partition("#")
             if not path:
                 raise UserError(f"task spec {text!r} names no file; use {FORMS}")
