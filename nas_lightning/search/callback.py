@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any, Callable
 
 import lightning as L
@@ -43,6 +44,12 @@ class SearchCallback(L.Callback):
     def __init__(self, per_round: int = 5, batch: int = 1, members: int = 8, beta: float = 0.5,
                  feedback: bool = True, seed: int = 0, workers: int | None = None, ray_address: str | None = None,
                  trial_cpus: float = 1.0, trial_gpus: float = 0.0, max_retries: int = 2) -> None:
+        if not isinstance(per_round, int) or per_round < 0:
+            raise UserError(f"--search.per_round must be an integer >= 0 (queries per target per epoch), got {per_round!r}")
+        if not isinstance(batch, int) or batch < 1 or not isinstance(members, int) or members < 1:
+            raise UserError(f"--search.batch and --search.members must be integers >= 1, got {batch!r} and {members!r}")
+        if not math.isfinite(beta) or beta < 0:
+            raise UserError(f"--search.beta must be a finite number >= 0 (the exploration weight), got {beta!r}")
         self.per_round, self.batch, self.members, self.beta = per_round, batch, members, beta
         self.feedback = feedback
         self.generator = torch.Generator().manual_seed(seed)
