@@ -12,16 +12,18 @@ from nas_lightning.tasks.load import load_tasks
 from nas_lightning.tasks.nbg import nbg_specs
 
 log = logging.getLogger(__name__)
+HEADER = "task\tdirection\tarchitectures\tnote"  # tab-separated, as the rows
 
 
 def tasks(task: str | None = None, official_path: str | None = None) -> int:
     """List task specs with direction and size (the embedded NB201 and the NAS-Bench-Graph tables,
-    or the tasks one spec gives).
+    or the tasks one spec gives), tab-separated under a header line.
 
     Args:
         task: a spec to resolve instead (e.g. a csv glob: one line per file and column; train:... describes its data).
         official_path: the official NB201 file for nb201-official/... specs (else NB201_PATH).
     """
+    print(HEADER)
     if task and is_training_spec(task):
         spec = TrainingSpec.parse(task)
         print(f"{spec}\tmax\t{NB201.size}\t{spec.load().describe()}")

@@ -62,8 +62,9 @@ class TrainingSpec:
                             f"{', '.join(d for d in DATASET_NAMES if d not in ('digits', 'folder'))}")
         return cls(name, root.strip() or None)
 
-    def __str__(self) -> str:
-        return PREFIX + self.dataset + (f"={self.root}" if self.root else "")
+    def __str__(self) -> str:  # as a user types it: train:imagefolder=PATH, never the internal "folder"
+        name = "imagefolder" if self.dataset == "folder" else self.dataset
+        return PREFIX + name + (f"={self.root}" if self.root else "")
 
     def load(self, image_size: int | None = None) -> ImageData:
         """The dataset (one-line :class:`UserError` for missing or bad files). Without a root, a
@@ -73,7 +74,7 @@ class TrainingSpec:
             root = str(DATA_DIR / ("images" if self.dataset == "folder" else self.dataset))
             if not Path(root).exists():
                 raise UserError(f"{self} needs its files: put them under {root} (see data/README.md) "
-                                f"or give {PREFIX}{self.dataset}=PATH")
+                                f"or give {self}=PATH")
         return load_dataset(self.dataset, root, image_size=image_size)
 
 
@@ -85,6 +86,17 @@ def experiment_fingerprint(data: ImageData, recipe: Recipe) -> str:
 def is_training_spec(text: str) -> bool:
     """Whether a task spec names a training task rather than a table."""
     return str(text).strip().startswith(PREFIX)
+
+
+def canonical_name(name: str) -> str:
+    """A target's name as this version spells it (``train:folder=X``, an older spelling, becomes
+    ``train:imagefolder=X``); other names unchanged."""
+    if not is_training_spec(name):
+        return name
+    try:
+        return str(TrainingSpec.parse(name))
+    except UserError:
+        return name
 
 
 class TrainingOracle(Oracle):
@@ -234,7 +246,8 @@ class TrainingOracle(Oracle):
             self._best = value if self._best is None else max(self._best, value)
         self._bar.update(done)
         now = f"training {training}" if training else f"running {self.running}"
-        self._bar.set_postfix_str(f"best {self._best if self._best is not None else float('nan'):.2f}, {now}", refresh=True)
+        best = "-" if self._best is None else f"{self._best:.2f} %"  # no placeholder before a first result
+        self._bar.set_postfix_str(f"best {best}, {now}", refresh=True)
         if self.budget is not None and self._bar.n >= self.budget:
             self._bar.close()
 
