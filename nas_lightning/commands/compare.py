@@ -6,6 +6,7 @@ from pathlib import Path
 
 from nas_lightning.commands.common import device as pick_device, pretrained_for, seen_note, target_and_source
 from nas_lightning.commands.training import run_training_comparison, training_target
+from nas_lightning.commands.written import compare_outputs, print_written
 from nas_lightning.evaluation.oracle import is_training_spec
 from nas_lightning.evaluation.parallel import RaySettings, check_address
 from nas_lightning.evaluation.recipe import PRESETS, Recipe
@@ -98,4 +99,7 @@ def compare(task: str, strategy: str = "meta,rea,random", budget: int = 100, see
             f" (val {r['best_val_acc']:.2f} %, test {r['best_test_acc']:.2f} %)" if r.get("best_test_acc") is not None else ""))
     if out:
         write_results(results, Path(out))
+    print_written(compare_outputs(results, out, training))
+    if training and not out:
+        print("no --out: results.json, the plot and trainings.csv were not written; give --out DIR for them")
     return 0

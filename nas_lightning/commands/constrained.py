@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from nas_lightning.commands.common import one_task, params_table, predictor_for, seen_note
+from nas_lightning.commands.written import print_written
 from nas_lightning.errors import UserError
 from nas_lightning.files import atomic, write_json
 from nas_lightning.search.constrained import LatencyModel, Proposal, propose
@@ -85,21 +86,25 @@ def _latencies(task: Task) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _write(prop: Proposal, path: Path, space, unit: str) -> None:
+    """The pick, the candidates and every architecture to measure next; ``measure_next`` gives each
+    of those its place in the order (1 first), whichever other row it is."""
     rows = ([("pick", prop.pick, prop.pick_accuracy, prop.pick_latency, 1.0)] if prop.pick is not None else [])
     rows += [("candidate", a, acc, lat, p) for a, acc, lat, p in prop.candidates]
     nxt = {a for a, *_ in prop.candidates}
     rows += [("next", a, prop.accuracy[a], None, None) for a in prop.next if a not in nxt]
+    order = {a: i for i, a in enumerate(prop.next, start=1)}
     if path.suffix == ".json":
         write_json({"limit": prop.limit, "unit": unit, "sure": prop.sure, "sigma_log": prop.sigma,
                     "next": [space.to_string(a) for a in prop.next],
-                    "rows": [{"kind": k, "arch": space.to_string(a), "accuracy": acc, "latency": lat, "p_meets_limit": p}
-                             for k, a, acc, lat, p in rows]}, path, indent=2)
+                    "rows": [{"kind": k, "arch": space.to_string(a), "accuracy": acc, "latency": lat, "p_meets_limit": p,
+                              "measure_next": order.get(a)} for k, a, acc, lat, p in rows]}, path, indent=2)
         return
     with atomic(path) as (tmp,), open(tmp, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["kind", "arch", "accuracy", f"latency_{unit}", "p_meets_limit"])
+        w.writerow(["kind", "arch", "accuracy", f"latency_{unit}", "p_meets_limit", "measure_next"])
         for k, a, acc, lat, p in rows:
-            w.writerow([k, space.to_string(a), f"{acc:.6g}", "" if lat is None else f"{lat:.6g}", "" if p is None else f"{p:.3f}"])
+            w.writerow([k, space.to_string(a), f"{acc:.6g}", "" if lat is None else f"{lat:.6g}",
+                        "" if p is None else f"{p:.3f}", order.get(a, "")])
 
 
 def constrained(accuracy: str, latency: str, limit: str, ckpt: str | None = None, predictor: str = "meta",
@@ -177,4 +182,5 @@ def constrained(accuracy: str, latency: str, limit: str, ckpt: str | None = None
             print(space.to_string(a))
     if out:
         _write(prop, Path(out), space, unit or "value")
+        print_written([(out, "the pick, the candidates and the order to measure next in column measure_next")])
     return 0
