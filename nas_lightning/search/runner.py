@@ -256,4 +256,4 @@ def write_results(results: dict[str, Any], out_dir: Path) -> None:
     with atomic(out_dir / "results.json", plot) as (tmp_json, tmp_png):
         tmp_json.write_text(json_text(results))
         _plot(results, tmp_png)
-    log.info("wrote %s and %s", out_dir / "results.json", plot)
+    log.debug("wrote %s and %s", out_dir / "results.json", plot)
