@@ -103,3 +103,11 @@ def test_compare_with_out_lists_every_file(tmp_path: Path, capsys: pytest.Captur
     written = [ln.split()[1] for ln in capsys.readouterr().out.splitlines() if ln.startswith("wrote ")]
     assert written == [str(out / "results.json"), str(out / "regret.png")]
     assert all(Path(p).is_file() for p in written)
+
+
+def test_tasks_prints_nothing_but_the_error_for_a_bad_spec(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from nas_lightning.errors import UserError
+
+    with pytest.raises(UserError, match="does not exist"):
+        search_main(["tasks", "--task", f"csv:{tmp_path / 'nowhere.csv'}"])
+    assert capsys.readouterr().out == ""

@@ -23,15 +23,18 @@ def tasks(task: str | None = None, official_path: str | None = None) -> int:
         task: a spec to resolve instead (e.g. a csv glob: one line per file and column; train:... describes its data).
         official_path: the official NB201 file for nb201-official/... specs (else NB201_PATH).
     """
-    print(HEADER)
     if task and is_training_spec(task):
         spec = TrainingSpec.parse(task)
-        print(f"{spec}\tmax\t{NB201.size}\t{spec.load().describe()}")
+        line = f"{spec}\tmax\t{NB201.size}\t{spec.load().describe()}"
+        print(HEADER, line, sep="\n")
         return 0
-    for t in (t for s in ([task] if task else embedded_specs()) for t in load_tasks(s, official_path)):
+    if task:  # resolved before anything is printed: a bad spec prints only its error
+        lines = [f"{t.name}\t{t.direction}\t{t.size}" for t in load_tasks(task, official_path)]
+        print(HEADER, *lines, sep="\n")
+        return 0
+    print(HEADER)
+    for t in (t for s in embedded_specs() for t in load_tasks(s, official_path)):
         print(f"{t.name}\t{t.direction}\t{t.size}")
-    if task:
-        return 0
     try:  # the graph tables (test_acc: report only)
         for t in (t for s in nbg_specs() for t in load_tasks(s)):
             print(f"{t.name}\t{t.direction}\t{t.size}" + ("\treport only" if t.report_only else ""))
