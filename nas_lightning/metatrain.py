@@ -189,12 +189,14 @@ def resolve_ckpt(cli: MetaCLI) -> str | None:
     return path
 
 
-def check_resumable(path: str, model: MetaPredictor, datamodule: NASTaskDataModule) -> None:
+def check_resumable(path: str, model: MetaPredictor, datamodule: NASTaskDataModule,
+                    max_epochs: int | None = None) -> None:
     """Check that the checkpoint at ``path`` can resume this run, before anything is written.
 
     Raises:
         UserError: for an unreadable file, a file not written by train.py, another search space,
-            other model settings, or other target tasks.
+            other model settings, other target tasks, or a ``max_epochs`` the checkpoint has
+            already reached (resuming would train nothing).
     """
     try:
         ckpt = read_checkpoint(path)
@@ -202,6 +204,10 @@ def check_resumable(path: str, model: MetaPredictor, datamodule: NASTaskDataModu
         raise UserError(f"--ckpt_path: {err}") from None
     if "loops" not in ckpt:
         raise UserError(f"--ckpt_path {path}: not a train.py checkpoint (no training state); give a .ckpt written by train.py")
+    done = epochs_done(ckpt)
+    if max_epochs is not None and max_epochs != -1 and max_epochs <= done:
+        raise UserError(f"--ckpt_path {path} has already trained {done} epoch{'s' if done != 1 else ''} and --trainer.max_epochs is {max_epochs}; "
+                        f"give --trainer.max_epochs above {done} to continue training")
     hp = ckpt["hyper_parameters"]
     if space_of(ckpt) != model.space.name:
         raise UserError(f"--ckpt_path {path}: checkpoint of search space {space_of(ckpt)!r}, not {model.space.name!r}")
@@ -218,8 +224,23 @@ def check_resumable(path: str, model: MetaPredictor, datamodule: NASTaskDataModu
         raise UserError(f"--ckpt_path {path}: {err}") from None
 
 
+def epochs_done(ckpt: dict) -> int:
+    """How many whole epochs a train.py checkpoint has trained (an interrupted epoch not counted)."""
+    progress = ckpt.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {}).get("current", {})
+    return int(progress.get("processed", ckpt.get("epoch", 0)))
+
+
+def check_epochs(max_epochs: int | None, max_steps: int) -> None:
+    """Refuse a run that would train nothing: ``--trainer.max_epochs`` 0 or below -1."""
+    if max_epochs is not None and (max_epochs == 0 or max_epochs < -1):
+        raise UserError(f"--trainer.max_epochs must be >= 1 (or -1 with --trainer.max_steps), got {max_epochs}")
+    if max_steps == 0 or max_steps < -1:
+        raise UserError(f"--trainer.max_steps must be >= 1 (or -1: no step limit), got {max_steps}")
+
+
 def fit(cli: MetaCLI) -> None:
     """Validate input, then train (resuming when asked)."""
+    check_epochs(cli.trainer.max_epochs, cli.trainer.max_steps)
     ckpt = resolve_ckpt(cli)
     run_dir = Path(cli.config.checkpoint.dirpath).parent  # a train: target keeps its trainings here
     cli.datamodule.default_store, cli.datamodule.candidate_logs = run_dir / "trainings.sqlite", run_dir / "candidates"
@@ -237,7 +258,7 @@ def fit(cli: MetaCLI) -> None:
         raise UserError("model.inner_steps=0 leaves the learned inner learning rates unused, which DDP cannot reduce; "
                         "set model.learn_inner_lr false (or model.inner_steps >= 1)")
     if ckpt is not None:
-        check_resumable(ckpt, cli.model, cli.datamodule)
+        check_resumable(ckpt, cli.model, cli.datamodule, cli.trainer.max_epochs)
     if cli.trainer.fast_dev_run:  # Lightning still saves last.ckpt on train end; a smoke run must not
         for cb in cli.trainer.checkpoint_callbacks:
             cb.save_last = False

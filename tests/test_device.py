@@ -237,13 +237,13 @@ def test_predict_writes_the_whole_space_ranked(trained, tmp_path: Path, capsys) 
     text = _run_cli(["predict", "--out", str(out), "--task", f"csv:{mine}", "--ckpt", str(ckpt)], capsys)
     assert "from 10 measurements" in text
     rows = out.read_text().splitlines()
-    assert rows[0] == "rank,arch,score,measured_latency_ms" and len(rows) == NB201.size + 1
+    assert rows[0] == "rank,arch,score,predicted_latency_ms,measured_latency_ms" and len(rows) == NB201.size + 1
     body = [r.split(",") for r in rows[1:]]
     assert [int(r[0]) for r in body] == list(range(1, NB201.size + 1))
     assert len({r[1] for r in body}) == NB201.size
     scores = [float(r[2]) for r in body]
     assert scores == sorted(scores, reverse=True)
-    assert sum(1 for r in body if r[3]) == 10
+    assert sum(1 for r in body if r[4]) == 10 and all(float(r[3]) > 0 for r in body)  # predicted ms everywhere
     with pytest.raises(UserError, match="task"):
         search_main(["predict", "--out", str(out), "--ckpt", str(ckpt)])
 

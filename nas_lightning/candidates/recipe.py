@@ -282,5 +282,6 @@ def train_candidate(
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
     result["seconds"] = time.perf_counter() - start
-    log.info("%s seed %d: %s val %s (%.1f s)", result["arch"], recipe.seed, result["status"], result["val_acc"], result["seconds"])
+    val = "-" if result["val_acc"] is None else f"{result['val_acc']:.2f} %"
+    log.info("%s seed %d: %s, val %s (%.1f s)", result["arch"], recipe.seed, result["status"], val, result["seconds"])
     return result

@@ -60,5 +60,5 @@ def load_spec_data(spec: TrainingSpec, image_size: int | None = None) -> ImageDa
         root = str(DATA_DIR / ("images" if spec.dataset == "folder" else spec.dataset))
         if not Path(root).exists():
             raise UserError(f"{spec} needs its files: put them under {root} (see data/README.md) "
-                            f"or give {TRAIN_PREFIX}{spec.dataset}=PATH")
+                            f"or give {spec}=PATH")
     return load_dataset(spec.dataset, root, image_size=image_size)

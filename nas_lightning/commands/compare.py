@@ -8,6 +8,7 @@ from nas_lightning.commands.common import check_runs, device as pick_device, pre
 from nas_lightning.commands.trained_compare import run_training_comparison
 from nas_lightning.candidates.ray_pool import check_address
 from nas_lightning.candidates.store_guard import check_store
+from nas_lightning.commands.written import compare_outputs, print_written
 from nas_lightning.errors import UserError
 from nas_lightning.models.checkpoint import load_predictor
 from nas_lightning.models.scoring import FineTuneOptions, PredictorScorer
@@ -83,4 +84,7 @@ def compare(task: str, strategy: str = "meta,rea,random", budget: int = 100, see
             f" (val {r['best_val_acc']:.2f} %, test {r['best_test_acc']:.2f} %)" if r.get("best_test_acc") is not None else ""))
     if out:
         write_results(results, Path(out))
+    print_written(compare_outputs(results, out, training))
+    if training and not out:
+        print("no --out: results.json, the plot and trainings.csv were not written; give --out DIR for them")
     return 0

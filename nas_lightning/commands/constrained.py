@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from nas_lightning.commands.common import one_task, predictor_for, seen_note
+from nas_lightning.commands.written import print_written
 from nas_lightning.errors import UserError
 from nas_lightning.files import atomic, check_writable, write_json
 from nas_lightning.rankers.latency_limit import MetaLatency, ParamsLatency, Proposal, propose
@@ -19,7 +20,9 @@ from nas_lightning.tasks.task import Task
 
 UNITS = ("ms", "us", "s")
 SECONDS = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
-_LIMIT = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([a-zA-Zµ]*)\s*$")
+_LIMIT = re.compile(r"^\s*([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([a-zA-Zµ]*)\s*$")
+# a limit more than this factor above the slowest or below the fastest measured latency is refused
+FAR = 10.0
 
 
 def table_unit(task: Task) -> str | None:
@@ -46,9 +49,25 @@ def parse_limit(text: str, unit: str | None, column: str) -> float:
         same = value * SECONDS[given] / SECONDS[unit]
         raise UserError(f"--limit {text!r} is in {given!r} but the table's column {column!r} is in {unit}; "
                         f"give the limit in {unit} (here --limit {same:g}{unit})")
-    if not value > 0 or not math.isfinite(value):
-        raise UserError(f"--limit must be a positive latency, got {text!r}")
+    if value <= 0:
+        raise UserError(f"--limit {text!r} is {'zero' if value == 0 else 'negative'}; give a positive latency in the "
+                        f"table's unit, e.g. --limit 20" + (unit or ""))
+    if not math.isfinite(value):
+        raise UserError(f"--limit must be a finite positive latency, got {text!r}")
     return value
+
+
+def check_range(bound: float, values: torch.Tensor, unit: str | None, name: str) -> None:
+    """Refuse a limit more than :data:`FAR` times above the slowest measured latency or below the
+    fastest: almost surely a figure in another unit (microseconds typed as ms, ms on a seconds table)."""
+    low, high = float(values.min()), float(values.max())
+    if low / FAR <= bound <= high * FAR:
+        return
+    u = f" {unit}" if unit else ""
+    where = "above the slowest" if bound > high else "below the fastest"
+    in_unit = f"in {unit}" if unit else "in the table's unit (its column names none)"
+    raise UserError(f"--limit {bound:g}{u} is more than {FAR:g}x {where} measured latency of {name} "
+                    f"({low:.4g} to {high:.4g}{u}); give the limit {in_unit}, between {low / FAR:.4g} and {high * FAR:.4g}")
 
 
 def _latencies(task: Task) -> tuple[torch.Tensor, torch.Tensor]:
@@ -68,21 +87,25 @@ def _latencies(task: Task) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _write(prop: Proposal, path: Path, space, unit: str) -> None:
+    """The pick, the candidates and every architecture to measure next; ``measure_next`` gives each
+    of those its place in the order (1 first), whichever other row it is."""
     rows = ([("pick", prop.pick, prop.pick_accuracy, prop.pick_latency, 1.0)] if prop.pick is not None else [])
     rows += [("candidate", a, acc, lat, p) for a, acc, lat, p in prop.candidates]
     nxt = {a for a, *_ in prop.candidates}
     rows += [("next", a, prop.accuracy[a], None, None) for a in prop.next if a not in nxt]
+    order = {a: i for i, a in enumerate(prop.next, start=1)}
     if path.suffix == ".json":
         write_json({"limit": prop.limit, "unit": unit, "sure": prop.sure, "sigma_log": prop.sigma,
                     "next": [space.to_string(a) for a in prop.next],
-                    "rows": [{"kind": k, "arch": space.to_string(a), "accuracy": acc, "latency": lat, "p_meets_limit": p}
-                             for k, a, acc, lat, p in rows]}, path, indent=2)
+                    "rows": [{"kind": k, "arch": space.to_string(a), "accuracy": acc, "latency": lat, "p_meets_limit": p,
+                              "measure_next": order.get(a)} for k, a, acc, lat, p in rows]}, path, indent=2)
         return
     with atomic(path) as (tmp,), open(tmp, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["kind", "arch", "accuracy", f"latency_{unit}", "p_meets_limit"])
+        w.writerow(["kind", "arch", "accuracy", f"latency_{unit}", "p_meets_limit", "measure_next"])
         for k, a, acc, lat, p in rows:
-            w.writerow([k, space.to_string(a), f"{acc:.6g}", "" if lat is None else f"{lat:.6g}", "" if p is None else f"{p:.3f}"])
+            w.writerow([k, space.to_string(a), f"{acc:.6g}", "" if lat is None else f"{lat:.6g}",
+                        "" if p is None else f"{p:.3f}", order.get(a, "")])
 
 
 def constrained(accuracy: str, latency: str, limit: str, ckpt: str | None = None, predictor: str = "meta",
@@ -94,7 +117,9 @@ def constrained(accuracy: str, latency: str, limit: str, ckpt: str | None = None
     Args:
         accuracy: the accuracy table, e.g. nb201/cifar100/val_acc (or csv:FILE).
         latency: your measured latencies so far, csv:my_device.csv (columns arch, latency_ms).
-        limit: the latency limit in the table's unit: 20, or 20ms for a latency_ms column.
+        limit: the latency limit in the table's unit: 20, or 20ms for a latency_ms column. A limit
+            more than 10x above the slowest or below the fastest measured latency is refused (a
+            figure in another unit).
         ckpt: latency predictor checkpoint (python train.py --config configs/device_latency.yaml).
         predictor: meta (the checkpoint, adapted on your measurements) or params (parameter count).
         ask: how many architectures to propose for measuring next.
@@ -118,6 +143,7 @@ def constrained(accuracy: str, latency: str, limit: str, ckpt: str | None = None
     column = lat_task.name.rpartition("#")[2]
     bound = parse_limit(limit, unit, column)
     archs, values = _latencies(lat_task)
+    check_range(bound, values, unit, lat_task.name)
     acc_task = one_task(accuracy, "--accuracy")
     if acc_task.space != lat_task.space:
         raise UserError(f"--accuracy {accuracy} is a task of space {acc_task.space.name!r}, --latency of "
@@ -158,4 +184,5 @@ def constrained(accuracy: str, latency: str, limit: str, ckpt: str | None = None
             print(space.to_string(a))
     if out:
         _write(prop, Path(out), space, unit or "value")
+        print_written([(out, "the pick, the candidates and the order to measure next in column measure_next")])
     return 0

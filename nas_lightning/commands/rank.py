@@ -6,6 +6,7 @@ from pathlib import Path
 
 from nas_lightning.commands.common import (predictor_for, pretrained_for, read_support, seen_note, target_and_source,
                                            transfer_sources)
+from nas_lightning.commands.written import print_written
 from nas_lightning.errors import UserError
 from nas_lightning.files import write_json
 from nas_lightning.models.scoring import FineTuneOptions
@@ -53,4 +54,5 @@ def rank(task: str, ckpt: str, support: int = 10, seeds: int = 10, source: str |
         print(f"transfer: best-matching table of {len(sources)} training tables per draw (most picked: {top}, {picks.count(top)}/{len(picks)})")
     if out:
         write_json(results, Path(out) / "results.json", indent=2)
+        print_written([(Path(out) / "results.json", "per-method rank correlations, per draw")])
     return 0

@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from nas_lightning.data.episodes import EpisodeSource, sample_episodes
 from nas_lightning.errors import UserError
+from nas_lightning.tasks.spec import canonical_name
 from nas_lightning.models.batch import EpisodeBatch
 from nas_lightning.oracles import Oracle, OracleFactory, OracleSettings
 from nas_lightning.spaces import SearchSpace
@@ -257,15 +258,16 @@ class NASTaskDataModule(L.LightningDataModule):
 
     def check_targets(self, names: Iterable[str]) -> None:
         """Raise :class:`UserError` if a checkpoint's target ``names`` are not all targets of this run."""
-        foreign = sorted(set(names) - set(self.oracles))
+        foreign = sorted({canonical_name(n) for n in names} - set(self.oracles))
         if foreign:
             raise UserError(f"checkpoint holds target {foreign[0]}, which this run does not have; use the same data.target_tasks")
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.check_targets(state["oracles"])
+        oracles = {canonical_name(k): v for k, v in state["oracles"].items()}
+        self.check_targets(oracles)
         self.generator.set_state(state["generator"])
         self._consumed, self._drawn = None, deque()
-        for name, st in state["oracles"].items():
+        for name, st in oracles.items():
             self.oracles[name].load_state_dict(st)
-        self.fed_back = {k: list(v) for k, v in state["fed_back"].items()}
+        self.fed_back = {canonical_name(k): list(v) for k, v in state["fed_back"].items()}
         self._rebuild_target_pools()

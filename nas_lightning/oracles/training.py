@@ -201,7 +201,8 @@ class TrainingOracle(Oracle):
             self._best = value if self._best is None else max(self._best, value)
         self._bar.update(done)
         now = f"training {training}" if training else f"running {self.running}"
-        self._bar.set_postfix_str(f"best {self._best if self._best is not None else float('nan'):.2f}, {now}", refresh=True)
+        best = "-" if self._best is None else f"{self._best:.2f} %"  # no placeholder before a first result
+        self._bar.set_postfix_str(f"best {best}, {now}", refresh=True)
         if self.budget is not None and self._bar.n >= self.budget:
             self._bar.close()
 

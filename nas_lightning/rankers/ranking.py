@@ -18,6 +18,7 @@ from nas_lightning.models.module import MetaPredictor
 from nas_lightning.models.scoring import score
 from nas_lightning.rankers.base import Ranker
 from nas_lightning.rankers.baselines import baselines
+from nas_lightning.rankers.bounded import bounded_score
 from nas_lightning.tasks.csvtable import load_csv
 from nas_lightning.oracles import TableOracle
 from nas_lightning.tasks.spec import TaskSpec
@@ -161,11 +162,14 @@ def rank_only(task: Task, module: MetaPredictor | None, support: int, seeds: int
 def predict_all(task: Task, module: MetaPredictor) -> tuple[torch.Tensor, torch.Tensor, dict[int, float]]:
     """Adapt on every architecture ``task`` holds (the user's own measurements) and score the space.
 
+    A table of more than :data:`~nas_lightning.rankers.bounded.SUPPORT_BOUND` rows is adapted on in
+    chunks of that many (bounded memory, every row counted; see :func:`bounded_score`).
+
     Returns:
         All architecture indices, their scores (higher is better) and the measured values.
     """
     oracle = TableOracle(task, budget=task.size)
     values = oracle.query(task.archs)
     archs = module.space.all_indices()
-    scores = score(module, task.archs, (values * oracle.sign).float(), archs, oracle.direction == "max")[0].cpu()
+    scores = bounded_score(module, task.archs, (values * oracle.sign).float(), archs, oracle.direction == "max")
     return archs, scores, dict(zip(task.archs.tolist(), values.tolist()))

@@ -9,6 +9,7 @@ import lightning as L
 import torch
 from torchmetrics.functional import spearman_corrcoef
 
+from nas_lightning.errors import UserError
 from nas_lightning.models.scoring import PredictorScorer, score
 from nas_lightning.oracles import Oracle
 from nas_lightning.search.driver import run_parallel
@@ -34,6 +35,8 @@ class SearchCallback(L.Callback):
 
     def __init__(self, per_round: int = 5, meta: MetaOptions = MetaOptions(), feedback: bool = True,
                  seed: int = 0) -> None:
+        if not isinstance(per_round, int) or per_round < 0:
+            raise UserError(f"--search.per_round must be an integer >= 0 (queries per target per epoch), got {per_round!r}")
         self.per_round, self.meta = per_round, meta if isinstance(meta, MetaOptions) else MetaOptions(**meta)
         self.feedback = feedback
         self.generator = torch.Generator().manual_seed(seed)

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import logging
+import math
 from typing import Protocol
 
 import torch
@@ -65,8 +66,12 @@ class MetaOptions:
     beta: float = 0.5
 
     def __post_init__(self) -> None:
-        if self.members < 1:
-            raise UserError(f"meta.members must be >= 1, got {self.members}")
+        if not isinstance(self.batch, int) or self.batch < 1:
+            raise UserError(f"meta batch must be an integer >= 1 (architectures per scoring step), got {self.batch!r}")
+        if not isinstance(self.members, int) or self.members < 1:
+            raise UserError(f"meta.members must be an integer >= 1 (bootstrap members), got {self.members!r}")
+        if not math.isfinite(self.beta) or self.beta < 0:
+            raise UserError(f"meta.beta must be a finite number >= 0 (the exploration weight), got {self.beta!r}")
 
 
 class MetaSearch(Strategy):

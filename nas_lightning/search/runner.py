@@ -168,12 +168,19 @@ def run_comparison(target: Task | OracleMaker, strategies: StrategyFactories, bu
             else:
                 run_parallel(factory(), oracle, budget, torch.Generator().manual_seed(seed), workers)
             per_seed.append(_score_seed(oracle, seed, time.perf_counter() - start))
-        results["strategies"][name] = _summarize(per_seed, budget, probe.sign)
-        log.info("%s on %s: mean regret %s", name, probe.name, results["strategies"][name]["regret_mean"])
+        results["strategies"][name] = summary = _summarize(per_seed, budget, probe.sign)
+        if summary["regret_mean"] is not None:
+            log.info("%s on %s: mean regret %.4g", name, probe.name, summary["regret_mean"])
+        elif summary["best_mean"] is not None:
+            log.info("%s on %s: mean best found %.4g (no table of the target: regret unknown)",
+                     name, probe.name, summary["best_mean"])
     view = probe.evaluation_only()
     if view is None:
         results["optimum"] = None
         results["note"] = "no evaluation-only view of this target: regret and hits of the optimum are unknown"
+        for summary in results["strategies"].values():  # unknown, not zero
+            for key in ("hit_optimum_rate", "hit_rate_at", "regret_at", "regret_curve_mean"):
+                summary[key] = None
     else:
         opt_arch, opt_value = view.optimum()
         results["optimum"] = {"value": opt_value, "arch": probe.space.to_string(opt_arch)}
@@ -186,7 +193,7 @@ def format_table(results: dict[str, Any]) -> str:
     def num(x: float | int | None, fmt: str) -> str:
         return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
 
-    first = "10" if "10" in next(iter(results["strategies"].values()), {}).get("regret_at", {}) else None
+    first = "10" if "10" in (next(iter(results["strategies"].values()), {}).get("regret_at") or {}) else None
     head = f"{'strategy':<12} {'best_mean':>10} {'regret_mean':>12} {'hit_rate':>9} {'q_to_opt':>9} {'regret@10':>10}"
     optimum = "optimum unknown" if results["optimum"] is None else f"optimum {results['optimum']['value']:.4f}"
     lines = [f"{results['task']} ({results['direction']}), budget {results['budget']}, "
@@ -194,7 +201,7 @@ def format_table(results: dict[str, Any]) -> str:
     for name, r in results["strategies"].items():
         at10 = r["regret_at"].get(first) if first else None
         lines.append(f"{name:<12} {num(r['best_mean'], '.4f'):>10} {num(r['regret_mean'], '.4f'):>12} "
-                     f"{r['hit_optimum_rate']:>9.2f} {num(r['queries_to_optimum_median'], 'd'):>9} "
+                     f"{num(r['hit_optimum_rate'], '.2f'):>9} {num(r['queries_to_optimum_median'], 'd'):>9} "
                      f"{num(at10, '.4f'):>10}")
     return "\n".join(lines)
 
@@ -271,4 +278,4 @@ def write_results(results: dict[str, Any], out_dir: Path) -> None:
     with atomic(out_dir / "results.json", plot) as (tmp_json, tmp_png):
         tmp_json.write_text(json_text(results))
         _plot(results, tmp_png)
-    log.info("wrote %s and %s", out_dir / "results.json", plot)
+    log.debug("wrote %s and %s", out_dir / "results.json", plot)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fnmatch
 import glob
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -21,6 +22,10 @@ TRAIN_PREFIX = "train:"
 DATASET_NAMES: tuple[str, ...] = ("digits", "folder", "cifar10", "cifar100", "fashion-mnist")
 DATASET_ALIASES = {"imagefolder": "folder", "image-folder": "folder", "fashionmnist": "fashion-mnist"}
 LOWER_IS_BETTER_WORDS = ("latency", "time", "param", "flops", "size", "energy", "memory")
+# a trailing ``@word`` (no dot, slash or '#': not part of a file name like ``runs@2024.csv``)
+_DIRECTION = re.compile(r"@([A-Za-z_][A-Za-z0-9_-]*)$")
+
+
 def forms() -> str:
     """The spec forms, with every registered table family's name."""
     from nas_lightning.tasks.families import FAMILIES  # the registry imports the tables, which import this module
@@ -44,7 +49,8 @@ class TaskSpec:
         dataset, metric: of a benchmark table (``kind`` other than csv).
         path: the CSV file or glob (``csv`` only), as given.
         column: the CSV column (``None``: every numeric column).
-        direction: ``"min"``/``"max"`` forced by ``@min``/``@max`` (``None``: from the column name).
+        direction: ``"min"``/``"max"`` forced by ``@min``/``@max`` (``None``: from the column name);
+            any other ``@word`` is kept as written and refused when the table is read.
     """
 
     kind: str
@@ -67,9 +73,9 @@ class TaskSpec:
                             "train.py's --data.target_tasks (rank, predict and training-side tasks need a table)")
         if text.startswith("csv:"):
             body, direction = text[len("csv:"):], None
-            for suffix in ("@min", "@max"):
-                if body.endswith(suffix):
-                    body, direction = body[: -len(suffix)], suffix[1:]
+            tail = _DIRECTION.search(body)
+            if tail:  # @min, @max, or another word the loader reports (with the table's columns)
+                body, direction = body[: tail.start()], tail.group(1)
             path, _, column = body.partition("#")
             if not path:
                 raise UserError(f"task spec {text!r} names no file; use {forms()}")
@@ -141,5 +147,17 @@ class TrainingSpec:
                             f"{', '.join(d for d in DATASET_NAMES if d not in ('digits', 'folder'))}")
         return cls(name, root.strip() or None)
 
-    def __str__(self) -> str:
-        return TRAIN_PREFIX + self.dataset + (f"={self.root}" if self.root else "")
+    def __str__(self) -> str:  # as a user types it: train:imagefolder=PATH, never the internal "folder"
+        name = "imagefolder" if self.dataset == "folder" else self.dataset
+        return TRAIN_PREFIX + name + (f"={self.root}" if self.root else "")
+
+
+def canonical_name(name: str) -> str:
+    """A target's name as this version spells it (``train:folder=X``, an older spelling, becomes
+    ``train:imagefolder=X``); other names unchanged."""
+    if not is_training_spec(name):
+        return name
+    try:
+        return str(TrainingSpec.parse(name))
+    except UserError:
+        return name
