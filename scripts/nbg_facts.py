@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 
 
-from nas_lightning.spaces import nbg  # noqa: E402
-from nas_lightning.spaces.nbg import NBGSpace  # noqa: E402
-from nas_lightning.spaces.nbg_tables import DATASETS, SUBSET_DATASETS, load_table  # noqa: E402
+from nas_lightning.spaces import nbg
+from nas_lightning.spaces.nbg import NBGSpace
+from nas_lightning.spaces.nbg_tables import DATASETS, SUBSET_DATASETS, load_table
 
 
 def average_ranks(x: torch.Tensor) -> torch.Tensor:

