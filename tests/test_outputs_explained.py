@@ -13,7 +13,7 @@ import torch
 
 from nas_lightning.commands import main as search_main
 from nas_lightning.commands.tasks import HEADER
-from nas_lightning.candidates.oracle import TrainingSpec, canonical_name
+from nas_lightning.tasks.spec import TrainingSpec, canonical_name
 from nas_lightning.search import make_strategy
 from nas_lightning.search.runner import format_table, run_comparison
 from nas_lightning.tasks.embedded import load_embedded

@@ -8,7 +8,7 @@ import torch
 
 from nas_lightning.models.module import MetaPredictor
 from nas_lightning.models.scoring import score
-from nas_lightning.search import bounded
+from nas_lightning.rankers import bounded
 from nas_lightning.rankers.bounded import bounded_score, chunks
 from nas_lightning.rankers.ranking import predict_all
 from nas_lightning.spaces import NB201
