@@ -39,7 +39,7 @@ def test_top_share_threshold_and_first_hit() -> None:
     assert graph.first_hit([5.0, 1998.0, 1999.0], 1998.0) == 2 and graph.first_hit([5.0, 6.0], 1998.0) is None
 
 
-def test_targets_judge_the_issue_figures() -> None:
+def test_targets_judge_the_graph_benchmark_figures() -> None:
     def fold(meta: float, mean: float, q: int | None, regret: float) -> dict:
         return {"rank": {"10": {"meta": {"spearman_mean": meta}, "transfer_mean": {"spearman_mean": mean}}},
                 "compare": {"strategies": {"meta": {"queries_to_top_median": q, "val_regret": regret},

@@ -124,7 +124,7 @@ def test_load_predictor_matches_in_memory(short_run) -> None:
         for maximise in (True, False):
             assert_close(score(loaded, sup, y, cand, maximise, members=3, generator=torch.Generator().manual_seed(5)),
                          score(module, sup, y, cand, maximise, members=3, generator=torch.Generator().manual_seed(5)))
-    # the default config runs the seed's loop: both rounds' answers (2 a round) went back into training
+    # the default config feeds the search back: both rounds' answers (2 a round) went back into training
     assert loaded.trained_on["fed_back"] == {"nb201/ImageNet16-120/val_acc": 4}
     assert list(loaded.trained_on["fed_back_fingerprints"].values()) == [4]
     assert "nb201/cifar10/val_acc" in loaded.trained_on["tasks"]
