@@ -20,8 +20,29 @@ import torch
 
 from nas_lightning.files import write_json as _write_json
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]  # the repository
 DEVICE_DATA = ROOT.parent / "shared" / "data" / "nb201-device-latency"  # the shared device tables (never copied here)
+
+
+def shown(path: str | Path) -> str:
+    """A path as a report shows it: relative to the repository when inside it, else its last part
+    (a report names no machine's folders)."""
+    p = Path(path)
+    if not p.is_absolute():
+        return str(p)
+    try:
+        return str(p.resolve().relative_to(ROOT))
+    except ValueError:
+        return p.name
+
+
+def shown_args(args: list[str]) -> list[str]:
+    """Command-line words with every absolute path (alone or after ``=``) as :func:`shown` prints it."""
+    out = []
+    for a in args:
+        key, eq, value = a.partition("=") if a.startswith("--") else ("", "", a)
+        out.append(key + eq + shown(value) if value.startswith("/") else a)
+    return out
 
 
 def machine() -> dict[str, Any]:

@@ -174,7 +174,7 @@ def means(fold_results: list[dict[str, Any]], k: str) -> dict[str, float]:
 
 
 def targets(fold_results: list[dict[str, Any]]) -> dict[str, Any]:
-    """The issue's targets at K = 10 (and K = 5): the chosen rule's mean, its worst gap to transfer,
+    """The targets at K = 10 (and K = 5): the chosen rule's mean, its worst gap to transfer,
     and the greedy supports' gain over the mean of random draws."""
     m10, m5, rows = means(fold_results, "10"), means(fold_results, "5"), per_device(fold_results, "10")
     worst = min(((r["blend"] - r["transfer"], d) for d, r in rows.items() if "blend" in r and "transfer" in r),

@@ -33,6 +33,7 @@ from benchmarks import common
 from benchmarks.graph_report import markdown, missed, targets
 from benchmarks.train_time import TINY_ARGS, timed_train
 from nas_lightning.commands.common import pretrained_for
+from nas_lightning.models.scoring import FineTuneOptions
 from nas_lightning.models.checkpoint import load_predictor
 from nas_lightning.models.module import MetaPredictor
 from nas_lightning.models.scoring import PredictorScorer
@@ -210,7 +211,7 @@ def run(tiny: bool = False, device: str = "cpu", ckpt_dir: str | None = None, se
             module = load_predictor(ckpt, device, NBG)
             if set(module.trained_on["tasks"]) & {f"nbg/{held}/{m}" for m in METRICS}:
                 raise RuntimeError(f"{ckpt} was trained on {held}'s tables: not a held-out fold")
-            pretrained = pretrained_for(str(pre), load_nbg(held, "val_acc"), device, 20, 0.03)
+            pretrained = pretrained_for(FineTuneOptions(str(pre), 20, 0.03), load_nbg(held, "val_acc"), device)
             fold_start = time.perf_counter()
             ranked = rank_fold(held, module, pretrained, others, ks, draws)
             mean = mean_source([load_nbg(o, "val_acc") for o in others])

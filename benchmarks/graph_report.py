@@ -1,4 +1,4 @@
-"""The ``graph`` benchmark's targets (the issue's acceptance figures) and its BENCHMARKS.md section."""
+"""The ``graph`` benchmark's targets (the figures it is judged by) and its BENCHMARKS.md section."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 from benchmarks import common
 
 TARGET_GAIN, TARGET_WINS, TARGET_QUERIES = 0.05, 5, 100
-BLOCK = 20  # the issue's seeds per comparison: with more seeds the regret target is also judged per 20-seed block
+BLOCK = 20  # seeds per comparison block: with more seeds the regret target is also judged per 20-seed block
 RANK_LABELS = {"meta": "meta", "pretrain": "pretrain", "scratch": "scratch", "transfer_mean": "mean of others",
                "transfer_best": "best other (any table)", "transfer_best_acc": "best other (val_acc)",
                "ridge": "ridge mix"}
@@ -29,7 +29,7 @@ def regret_gap(strategies: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def targets(res: dict[str, Any]) -> dict[str, Any]:
-    """The issue's targets, each with the measured figures and whether it was met."""
+    """The targets, each with the measured figures and whether it was met."""
     folds = res["folds"]
     k = "10" if all("10" in f["rank"] for f in folds.values()) else str(res["ks"][0])
     meta = {d: f["rank"][k]["meta"]["spearman_mean"] for d, f in folds.items()}

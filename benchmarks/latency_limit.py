@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 QUANTILES = (0.10, 0.25, 0.50)
 METHODS = ("meta", "random", "params")
 ACCURACY = "nb201/cifar100/val_acc"
-TARGETS = {"satisfied": 0.95, "gap": 0.5}  # the issue's: share of picks meeting the limit, accuracy points
+TARGETS = {"satisfied": 0.95, "gap": 0.5}  # targets: share of picks meeting the limit, accuracy points
 
 
 def _random_pick(acc: Task, latency: Task, limit: float, budget: int, seed: int) -> tuple[int | None, int]:

@@ -173,7 +173,7 @@ STEPS = {"default": "speedup", "compiled": "speedup_compiled"}  # a step's name 
 
 
 def targets(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The issue's targets on CPU, configuration by configuration: >= 5x the loop at meta-batch 32,
+    """The targets on CPU, configuration by configuration: >= 5x the loop at meta-batch 32,
     and a larger speedup at 128 than at 32. A target is judged on the project's meta-step as
     ``python train.py`` runs it (eager, the default); the opt-in compiled step
     (``--model.compile true``) is judged beside it and its misses are reported too."""

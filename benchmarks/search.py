@@ -83,12 +83,12 @@ def nb201(ckpt_dir: Path, out: Path, seeds: int, draws: int, budget: int, device
         ranked = _cli(rank_argv)
         res[dataset] = {"task": spec, "checkpoint": str(ckpt), "run": run, "transfer_source": source, "training": training,
                         "pretrained": str(pre), "pretrain_training": pre_training,
-                        "command": "python search.py " + " ".join(argv), "seconds": time.perf_counter() - start,
+                        "command": "python search.py " + " ".join(common.shown_args(argv)), "seconds": time.perf_counter() - start,
                         "optimum": results["optimum"], "strategies": _summary(results),
                         "checkpoint_trained_on_task": results.get("checkpoint_trained_on_task"),
                         "checkpoint_fed_back_queries": results.get("checkpoint_fed_back_queries"),
-                        "noisy": {"command": "python search.py " + " ".join(noisy_argv), "strategies": _summary(noisy)},
-                        "rank": {"command": "python search.py " + " ".join(rank_argv), "support": 10, "draws": ranked["draws"],
+                        "noisy": {"command": "python search.py " + " ".join(common.shown_args(noisy_argv)), "strategies": _summary(noisy)},
+                        "rank": {"command": "python search.py " + " ".join(common.shown_args(rank_argv)), "support": 10, "draws": ranked["draws"],
                                  "methods": {m: {k: ranked[m][k] for k in ("spearman_mean", "spearman_std", "kendall_mean")}
                                              for m in RANK_METHODS if m in ranked}}}
     return res

@@ -46,7 +46,7 @@ def timed_train(args: list[str], workdir: Path) -> dict[str, Any]:
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         raise RuntimeError(f"train.py {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()[-3000:]}")
-    out = {"train_command": " ".join(["python train.py", *args]).strip(), "wall_s": wall, "workdir": str(workdir)}
+    out = {"train_command": " ".join(["python train.py", *common.shown_args(args)]).strip(), "wall_s": wall, "workdir": str(workdir)}
     if use_time:
         wall_m = re.search(r"Elapsed \(wall clock\) time.*: ([\d:.]+)", proc.stderr)
         peak_m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)

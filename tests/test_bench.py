@@ -97,7 +97,7 @@ def test_search_and_report(tmp_path: Path, shared_data_dir: Path) -> None:
     text = target.read_text()
     assert "# Benchmarks" in text and "Search results" in text and "_Not run yet" in text  # maml etc. ran elsewhere
     assert "Few-shot ranking of the NB201 targets" in text and "noisy oracle" in text
-    assert "Notes on the benchmarks (hand-written)" in text and "not** measured by the run" in text
+    assert "# Notes on the benchmarks" in text and "docs/findings.md" in text
 
 
 def test_devices_cross_validation(tmp_path: Path, shared_data_dir: Path) -> None:
