@@ -91,10 +91,10 @@ def test_source_equal_to_task_is_refused(table: Path, tmp_path: Path) -> None:
     copy = tmp_path / "same.csv"
     shutil.copy(table, copy)
     with pytest.raises(UserError, match="same table as --task"):
-        target_and_source(f"csv:{table}", f"csv:{copy}", 1, None, None)
+        target_and_source(f"csv:{table}", f"csv:{copy}", 1, None)
     with pytest.raises(UserError, match="same table as --task"):
-        target_and_source("nb201/cifar10/val_acc", "nb201/cifar10/val_acc", 1, None, None)
-    target, source = target_and_source("nb201/cifar10/val_acc", "nb201/cifar100/val_acc", 1, None, None)
+        target_and_source("nb201/cifar10/val_acc", "nb201/cifar10/val_acc", 1, None)
+    target, source = target_and_source("nb201/cifar10/val_acc", "nb201/cifar100/val_acc", 1, None)
     assert source is not None and source.fingerprint != target.fingerprint
 
 

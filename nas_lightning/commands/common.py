@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -72,10 +73,16 @@ def target_and_source(task: str, source: str | None, seeds: int, out: str | None
     """The target task and the fixed transfer source of ``rank``, after :func:`check_runs`."""
     check_runs(seeds, out)
     target = one_task(task)
+    return target, source_for(target, source)
+
+
+def source_for(target: Task | Any, source: str | None) -> Task | None:
+    """The fixed transfer source ``--source`` names for ``target`` (``None`` without one): of the
+    target's search space, and never the target's own table under another name."""
     fixed = source_task(source, target.space.name)
     if fixed is not None and fixed.fingerprint == target.fingerprint:
-        raise UserError(f"--source {source} holds the same table as --task {task}; transfer from another table")
-    return target, fixed
+        raise UserError(f"--source {source} holds the same table as --task {target.name}; transfer from another table")
+    return fixed
 
 
 def source_task(source: str | None, space: str) -> Task | None:

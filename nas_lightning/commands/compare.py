@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nas_lightning.commands.common import check_runs, device as pick_device, pretrained_for, seen_note, source_task
+from nas_lightning.commands.common import check_runs, device as pick_device, pretrained_for, seen_note, source_for
 from nas_lightning.commands.trained_compare import run_training_comparison
 from nas_lightning.candidates.ray_pool import check_address
 from nas_lightning.candidates.store_guard import check_store
@@ -51,9 +51,7 @@ def compare(task: str, strategy: str = "meta,rea,random", budget: int = 100, see
     if training:
         check_store(factory.store_path, "--oracle.store")  # writable, ours and intact: before any work
     target = factory.resolve(task)
-    fixed_source = source_task(source, target.space.name)
-    if fixed_source is not None and fixed_source.fingerprint == target.fingerprint:
-        raise UserError(f"--source {source} holds the same table as --task {task}; transfer from another table")
+    fixed_source = source_for(target, source)
     dev = pick_device(device)
     if budget < 1:
         raise UserError(f"--budget must be at least 1 query, got {budget}")
