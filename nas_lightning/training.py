@@ -13,12 +13,14 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 from nas_lightning.data.datamodule import NASTaskDataModule
 from nas_lightning.errors import UserError
 from nas_lightning.models.checkpoint import read_checkpoint, space_of
 from nas_lightning.models.module import MetaPredictor
+from nas_lightning.runfolder import check_run_folder, describe, place_run
 from nas_lightning.search.callback import SearchCallback
 
 log = logging.getLogger(__name__)
@@ -133,12 +135,18 @@ class MetaCLI(LightningCLI):
         parser.set_defaults({
             "checkpoint.monitor": "val/spearman_after", "checkpoint.mode": "max", "checkpoint.filename": "best",
             "checkpoint.save_last": True, "checkpoint.save_on_train_epoch_end": True,
-            "checkpoint.dirpath": "runs/default/checkpoints",
             # one run directory, one last.ckpt: never 'last-v1.ckpt' that --ckpt_path last would miss
             "checkpoint.enable_version_counter": False,
         })
+        parser.add_argument("--run", type=str | None, default=None,
+                            help="the run's name: logs in runs/NAME/version_N, checkpoints in runs/NAME/checkpoints "
+                                 "(default: the config's trainer.logger name, 'default' for configs/default.yaml)")
         parser.add_argument("--ckpt_path", type=str | None, default=None,
-                            help="resume: 'last' (the run's last.ckpt) or a checkpoint path")
+                            help="resume: 'last' (the named run's last.ckpt) or a checkpoint path of the same run")
+
+    def before_instantiate_classes(self) -> None:
+        """Place the run: ``--run`` names it, its checkpoints go under its own folder."""
+        self.run_name = place_run(self.config)
 
     def instantiate_classes(self) -> None:
         """Instantiate model, data and trainer; a value they refuse is a :class:`UserError`.
@@ -181,8 +189,9 @@ def resolve_ckpt(cli: MetaCLI) -> str | None:
     if path == "last":
         dirpath = cli.config.checkpoint.dirpath
         path = str(Path(dirpath) / "last.ckpt")
-        if not Path(path).is_file():
-            raise UserError(f"--ckpt_path last: no {path} yet; train without --ckpt_path first, or give a checkpoint path")
+        if not Path(path).is_file():  # Lightning's own 'last' would silently start afresh
+            raise UserError(f"--ckpt_path last: no {path} yet, so nothing of run {cli.run_name!r} to continue; "
+                            "train without --ckpt_path first, or name the run with --run NAME")
     elif not Path(path).is_file():
         raise UserError(f"--ckpt_path {path}: no such checkpoint file; give an existing .ckpt path or 'last'")
     return path
@@ -240,7 +249,12 @@ def fit(cli: MetaCLI) -> None:
     if cli.trainer.fast_dev_run:  # Lightning still saves last.ckpt on train end; a smoke run must not
         for cb in cli.trainer.checkpoint_callbacks:
             cb.save_last = False
-    elif ckpt is None and (Path(cli.config.checkpoint.dirpath) / "last.ckpt").exists():
-        log.warning("starting afresh in %s: its checkpoints will be replaced (resume with --ckpt_path last)",
-                    cli.config.checkpoint.dirpath)
+    else:
+        check_run_folder(cli.run_name, cli.config.checkpoint.dirpath, ckpt)
+    logs = cli.trainer.logger.log_dir if cli.trainer.logger is not None else None  # no broadcast before fit
+    rank_zero_info(describe(cli.run_name, cli.config.checkpoint.dirpath, logs))
     cli.trainer.fit(cli.model, cli.datamodule, ckpt_path=ckpt)
+    if not cli.trainer.fast_dev_run:
+        rank_zero_info(describe(cli.run_name, cli.config.checkpoint.dirpath, logs)
+                       + "; continue it with " + (f"--run {cli.run_name} " if cli.config.get("run") else "")
+                       + "--ckpt_path last")
