@@ -16,6 +16,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
+from nas_lightning.cli_help import TrainParser, describe_parser
 from nas_lightning.data.datamodule import NASTaskDataModule
 from nas_lightning.errors import UserError
 from nas_lightning.models.checkpoint import read_checkpoint, space_of
@@ -143,6 +144,7 @@ class MetaCLI(LightningCLI):
                                  "(default: the config's trainer.logger name, 'default' for configs/default.yaml)")
         parser.add_argument("--ckpt_path", type=str | None, default=None,
                             help="resume: 'last' (the named run's last.ckpt) or a checkpoint path of the same run")
+        describe_parser(parser)
 
     def before_instantiate_classes(self) -> None:
         """Place the run: ``--run`` names it, its checkpoints go under its own folder."""
@@ -173,7 +175,8 @@ def build_cli(args: list[str] | None = None) -> MetaCLI:
         # every rank validates them all (no DistributedSampler padding that would repeat some)
         trainer_defaults={"inference_mode": False, "use_distributed_sampler": False,
                           "callbacks": [InterruptCheckpoint()]},
-        parser_kwargs={"default_config_files": [str(DEFAULT_CONFIG)]},
+        parser_kwargs={"default_config_files": [str(DEFAULT_CONFIG)]}, parser_class=TrainParser,
+        auto_configure_optimizers=False,  # the model's own Adam and schedule (model.lr, model.lr_decay_steps)
     )
 
 
