@@ -36,7 +36,10 @@ def place_run(config: Any) -> str:
     """
     logger = config.trainer.logger
     init_args = _get(logger, "init_args") if logger not in (None, True, False) and not isinstance(logger, list) else None
-    name = config.get("run") or (_get(init_args, "name", DEFAULT_NAME) if init_args is not None else DEFAULT_NAME)
+    name = config.get("run") or (_get(init_args, "name", DEFAULT_NAME) if init_args is not None else None)
+    if name is None:  # no logger: a given checkpoint folder names the run (runs/NAME/checkpoints)
+        dirpath = config.checkpoint.dirpath
+        name = Path(dirpath).parent.name if dirpath and Path(dirpath).name == "checkpoints" else DEFAULT_NAME
     if init_args is not None and config.get("run"):
         init_args["name"] = name
     if config.checkpoint.dirpath is None:
@@ -67,7 +70,12 @@ def check_run_folder(name: str, dirpath: str, ckpt: str | None) -> None:
                         f"with --run NEW_NAME")
 
 
-def describe(name: str, dirpath: str, log_dir: str | None) -> str:
-    """One line that says where the run's files go."""
-    logs = f"logs in {log_dir}, " if log_dir else ""
-    return f"run {name!r}: {logs}checkpoints in {dirpath}"
+def describe(cli: Any, name: str) -> str | None:
+    """One line that says where the run's files go (``None`` on every process but global rank 0)."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    if rank_zero_only.rank != 0:
+        return None
+    logger = cli.trainer.logger
+    logs = f"logs in {logger.log_dir}, " if logger is not None and logger.log_dir else ""  # no broadcast before fit
+    return f"run {name!r}: {logs}checkpoints in {cli.config.checkpoint.dirpath}"

@@ -13,7 +13,6 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 from nas_lightning.cli_help import TrainParser, describe_parser
@@ -254,10 +253,9 @@ def fit(cli: MetaCLI) -> None:
             cb.save_last = False
     else:
         check_run_folder(cli.run_name, cli.config.checkpoint.dirpath, ckpt)
-    logs = cli.trainer.logger.log_dir if cli.trainer.logger is not None else None  # no broadcast before fit
-    rank_zero_info(describe(cli.run_name, cli.config.checkpoint.dirpath, logs))
+    where = describe(cli, cli.run_name)
+    if where:
+        log.info("%s", where)
     cli.trainer.fit(cli.model, cli.datamodule, ckpt_path=ckpt)
-    if not cli.trainer.fast_dev_run:
-        rank_zero_info(describe(cli.run_name, cli.config.checkpoint.dirpath, logs)
-                       + "; continue it with " + (f"--run {cli.run_name} " if cli.config.get("run") else "")
-                       + "--ckpt_path last")
+    if where and not cli.trainer.fast_dev_run:
+        log.info("%s; continue it with %s--ckpt_path last", where, f"--run {cli.run_name} " if cli.config.get("run") else "")

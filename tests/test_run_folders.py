@@ -116,3 +116,5 @@ def test_run_name_follows_the_config_logger(tmp_path: Path, monkeypatch: pytest.
     assert cli.run_name == "target_cifar10"
     cli = build_cli(ARGS + ["--run", "x", "--checkpoint.dirpath", "elsewhere"])
     assert cli.config.checkpoint.dirpath == "elsewhere" and cli.trainer.logger.name == "x"
+    cli = build_cli(ARGS + ["--trainer.logger", "false", "--checkpoint.dirpath", str(Path("runs") / "fold_3" / "checkpoints")])
+    assert cli.run_name == "fold_3"  # no logger: the checkpoint folder names the run
