@@ -231,6 +231,8 @@ def check_resumable(path: str, model: MetaPredictor, datamodule: NASTaskDataModu
 def fit(cli: MetaCLI) -> None:
     """Validate input, then train (resuming when asked)."""
     ckpt = resolve_ckpt(cli)
+    if not cli.trainer.fast_dev_run:  # first: a name already taken is refused before any table is read
+        check_run_folder(cli.run_name, cli.config.checkpoint.dirpath, ckpt)
     run_dir = Path(cli.config.checkpoint.dirpath).parent  # a train: target keeps its trainings here
     cli.datamodule.default_store, cli.datamodule.candidate_logs = run_dir / "trainings.sqlite", run_dir / "candidates"
     cli.datamodule.resolve()  # bad task specs fail here, before anything is written
@@ -251,8 +253,6 @@ def fit(cli: MetaCLI) -> None:
     if cli.trainer.fast_dev_run:  # Lightning still saves last.ckpt on train end; a smoke run must not
         for cb in cli.trainer.checkpoint_callbacks:
             cb.save_last = False
-    else:
-        check_run_folder(cli.run_name, cli.config.checkpoint.dirpath, ckpt)
     where = describe(cli, cli.run_name)
     if where:
         log.info("%s", where)
