@@ -21,7 +21,7 @@ import torch
 from nas_lightning.files import write_json as _write_json
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository
-DEVICE_DATA = ROOT.parent / "shared" / "data" / "nb201-device-latency"  # the shared device tables (never copied here)
+DEVICE_DATA = ROOT / "data" / "nb201-device-latency"  # the measured device tables shipped with the project
 
 
 def shown(path: str | Path) -> str:

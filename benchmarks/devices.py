@@ -1,6 +1,6 @@
 """``devices``: leave-devices-out cross-validation of the few-shot latency predictor.
 
-All the shared device tables (the config's training tables and its validation table) are dealt
+All the device tables (the config's training tables and its validation table) are dealt
 into folds, the same folds for every variant. For each variant and fold, the config's predictor is
 trained without the fold's devices (and with ``configs/held_out.yaml``; validation on the config's
 validation table, or on the first training-side table when the fold holds it); each device of the
@@ -194,7 +194,7 @@ def markdown(res: dict[str, Any]) -> str:
     ks = [str(k) for k in res["ks"]]
     first = next(iter(res["variants"]))
     cols = [*RANDOM_METHODS, *[f"{m}_{d}" for d in DESIGNS for m in ("meta", "blend")]]
-    out = [f"Config `{res['config']}`; every shared device table held out once, folds: "
+    out = [f"Config `{res['config']}`; every device table held out once, folds: "
            + "; ".join(", ".join(f) for f in res["folds"])
            + f". Spearman over all 15,625 architectures; random supports: mean over {res['draws']} draws per device "
            + (f"(seeds {res['first_draw']} to {res['first_draw'] + res['draws'] - 1}) " if res.get("first_draw") else "")

@@ -1,1 +1,3 @@
-"""nas-lightning: few-shot neural architecture search with a MAML-trained performance predictor."""
+"""nas-lightning: few-shot neural architecture search with a meta-learned performance predictor."""
+
+__version__ = "0.3.0"  # the one place the version is written (pyproject.toml reads it)

@@ -15,11 +15,13 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
+from nas_lightning.cli_help import TrainParser, describe_parser
 from nas_lightning.data.datamodule import NASTaskDataModule
 from nas_lightning.errors import UserError
 from nas_lightning.models.checkpoint import read_checkpoint, space_of
 from nas_lightning.models.module import MetaPredictor
 from nas_lightning.safe_load import CHECKPOINT_GLOBALS
+from nas_lightning.runfolder import check_run_folder, describe, place_run
 from nas_lightning.search.callback import SearchCallback
 
 log = logging.getLogger(__name__)
@@ -134,12 +136,19 @@ class MetaCLI(LightningCLI):
         parser.set_defaults({
             "checkpoint.monitor": "val/spearman_after", "checkpoint.mode": "max", "checkpoint.filename": "best",
             "checkpoint.save_last": True, "checkpoint.save_on_train_epoch_end": True,
-            "checkpoint.dirpath": "runs/default/checkpoints",
             # one run directory, one last.ckpt: never 'last-v1.ckpt' that --ckpt_path last would miss
             "checkpoint.enable_version_counter": False,
         })
+        parser.add_argument("--run", type=str | None, default=None,
+                            help="the run's name: logs in runs/NAME/version_N, checkpoints in runs/NAME/checkpoints "
+                                 "(default: the config's trainer.logger name, 'default' for configs/default.yaml)")
         parser.add_argument("--ckpt_path", type=str | None, default=None,
-                            help="resume: 'last' (the run's last.ckpt) or a checkpoint path")
+                            help="resume: 'last' (the named run's last.ckpt) or a checkpoint path of the same run")
+        describe_parser(parser)
+
+    def before_instantiate_classes(self) -> None:
+        """Place the run: ``--run`` names it, its checkpoints go under its own folder."""
+        self.run_name = place_run(self.config)
 
     def instantiate_classes(self) -> None:
         """Instantiate model, data and trainer; a value they refuse is a :class:`UserError`.
@@ -166,7 +175,8 @@ def build_cli(args: list[str] | None = None) -> MetaCLI:
         # every rank validates them all (no DistributedSampler padding that would repeat some)
         trainer_defaults={"inference_mode": False, "use_distributed_sampler": False,
                           "callbacks": [InterruptCheckpoint()]},
-        parser_kwargs={"default_config_files": [str(DEFAULT_CONFIG)]},
+        parser_kwargs={"default_config_files": [str(DEFAULT_CONFIG)]}, parser_class=TrainParser,
+        auto_configure_optimizers=False,  # the model's own Adam and schedule (model.lr, model.lr_decay_steps)
     )
 
 
@@ -182,8 +192,9 @@ def resolve_ckpt(cli: MetaCLI) -> str | None:
     if path == "last":
         dirpath = cli.config.checkpoint.dirpath
         path = str(Path(dirpath) / "last.ckpt")
-        if not Path(path).is_file():
-            raise UserError(f"--ckpt_path last: no {path} yet; train without --ckpt_path first, or give a checkpoint path")
+        if not Path(path).is_file():  # Lightning's own 'last' would silently start afresh
+            raise UserError(f"--ckpt_path last: no {path} yet, so nothing of run {cli.run_name!r} to continue; "
+                            "train without --ckpt_path first, or name the run with --run NAME")
     elif not Path(path).is_file():
         raise UserError(f"--ckpt_path {path}: no such checkpoint file; give an existing .ckpt path or 'last'")
     return path
@@ -242,6 +253,8 @@ def fit(cli: MetaCLI) -> None:
     """Validate input, then train (resuming when asked)."""
     check_epochs(cli.trainer.max_epochs, cli.trainer.max_steps)
     ckpt = resolve_ckpt(cli)
+    if not cli.trainer.fast_dev_run:  # first: a name already taken is refused before any table is read
+        check_run_folder(cli.run_name, cli.config.checkpoint.dirpath, ckpt)
     run_dir = Path(cli.config.checkpoint.dirpath).parent  # a train: target keeps its trainings here
     cli.datamodule.default_store, cli.datamodule.candidate_logs = run_dir / "trainings.sqlite", run_dir / "candidates"
     cli.datamodule.resolve()  # bad task specs fail here, before anything is written
@@ -262,10 +275,12 @@ def fit(cli: MetaCLI) -> None:
     if cli.trainer.fast_dev_run:  # Lightning still saves last.ckpt on train end; a smoke run must not
         for cb in cli.trainer.checkpoint_callbacks:
             cb.save_last = False
-    elif ckpt is None and (Path(cli.config.checkpoint.dirpath) / "last.ckpt").exists():
-        log.warning("starting afresh in %s: its checkpoints will be replaced (resume with --ckpt_path last)",
-                    cli.config.checkpoint.dirpath)
+    where = describe(cli, cli.run_name)
+    if where:
+        log.info("%s", where)
     # Lightning reads --ckpt_path again to restore: weights-only there too (check_resumable read it
     # the same way), so a file swapped in between is refused rather than run
     with torch.serialization.safe_globals(CHECKPOINT_GLOBALS):
         cli.trainer.fit(cli.model, cli.datamodule, ckpt_path=ckpt, weights_only=True)
+    if where and not cli.trainer.fast_dev_run:
+        log.info("%s; continue it with %s--ckpt_path last", where, f"--run {cli.run_name} " if cli.config.get("run") else "")

@@ -19,7 +19,7 @@ import torch
 from nas_lightning.tasks.task import Task
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+DEVICE_DATA = REPO_ROOT / "data" / "nb201-device-latency"  # shipped with the project
 
 
 
@@ -121,6 +121,6 @@ def repo_root() -> Path:
 
 
 @pytest.fixture(scope="session")
-def shared_data_dir() -> Path:
-    """``../shared/data`` relative to the repo root (may be absent: tests using it must skip)."""
-    return SHARED_DATA
+def device_data_dir() -> Path:
+    """The measured device latency tables shipped in ``data/nb201-device-latency``."""
+    return DEVICE_DATA

@@ -2,7 +2,7 @@
 
 A tiny latency predictor is meta-trained on the embedded ``nb201/cifar10/latency`` table; the
 "device" is ``nb201/cifar100/latency`` (another table, never trained on), written as a user's
-``latency_ms`` CSV. Nothing here needs ``../shared/data``.
+``latency_ms`` CSV. Nothing here needs the shipped device tables.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
-"""Few-shot adaptation to a new device, on the measured latency tables of ``../shared/data``.
+"""Few-shot adaptation to a new device, on the measured latency tables shipped in ``data/nb201-device-latency``.
 
 Every test works on small copies of the device tables (the same 400 architectures of each, whole
 file names kept) in a temporary folder that ``--data.csv_dir`` points at, so the real config's
 relative specs and globs are what is tested. The run leaves six devices out of training (as a
 fold of the cross-validation does) and in that folder their files are corrupt: a run that read one
-would fail. Skipped when the data is absent.
+would fail.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from nas_lightning.metatrain import build_cli, fit
 from tests.conftest import tiny_run
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data" / "nb201-device-latency"
+DATA = REPO / "data" / "nb201-device-latency"
 CONFIG = REPO / "configs" / "device_latency.yaml"
 HELD_OUT = ("titan_rtx_1", "2080ti_256", "gold_6240", "silver_4114", "pixel3", "samsung_s7")  # by these tests
 PARAMS = "nb201/cifar10/params"
@@ -40,7 +40,7 @@ ROWS = 400
 TINY = tiny_run({"trainer.max_epochs": 1, "data.meta_batch": 4, "data.support": 10, "data.query": 50, "data.val_query": 100},
                 tasks=False)
 
-pytestmark = [pytest.mark.skipif(not DATA.is_dir(), reason=f"device latency tables not found at {DATA}"), pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 
 def _keep() -> set[str]:
@@ -86,8 +86,8 @@ def trained(tables: Path, tmp_path_factory: pytest.TempPathFactory):
     return root, cli, root / "runs" / "device_latency" / "checkpoints" / "last.ckpt"
 
 
-def test_config_trains_on_every_shared_table() -> None:
-    """The shipped config: every shared device table trains but the one it selects models on."""
+def test_config_trains_on_every_shipped_table() -> None:
+    """The shipped config: every shipped device table trains but the one it selects models on."""
     data = yaml.safe_load(CONFIG.read_text())["data"]
     train = [TaskSpec.parse(s) for s in data["train_tasks"]]
     (val,) = [TaskSpec.parse(s) for s in data["val_tasks"]]

@@ -17,7 +17,7 @@ from nas_lightning.errors import UserError
 
 CIFAR10_VAL_OPTIMUM = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_1x1~2|"
 CHANCE = {"cifar10": 10.0, "cifar100": 1.0, "ImageNet16-120": 100.0 / 120}
-DEVICE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "nb201-device-latency"
+DEVICE_DIR = Path(__file__).resolve().parents[1] / "data" / "nb201-device-latency"
 
 
 @pytest.fixture(scope="module")
@@ -349,8 +349,6 @@ def test_csv_duplicate_architecture(tmp_path):
 
 
 def test_device_latency_tables():
-    if not DEVICE_DIR.is_dir():
-        pytest.skip(f"no device latency data at {DEVICE_DIR} (../shared/data is optional)")
     tasks = load.load_tasks(f"csv:{DEVICE_DIR}/*.csv.gz")
     assert len(tasks) == 21
     assert len({t.name for t in tasks}) == 21

@@ -60,7 +60,28 @@ _NOT_IN_KEY = ("seed", "deterministic", "threads")  # a seed is its own key; the
 
 @dataclass(frozen=True)
 class Recipe:
-    """How one candidate is trained; every field is checked (out of range: :class:`UserError`)."""
+    """How one candidate is trained; every field is checked (out of range: :class:`UserError`).
+
+    Args:
+        C: channels of the network's first stage (NB201's C; the second and third stages have 2C and 4C).
+        N: cells per stage (NB201's N; 0: no cell, only the stem and the two reduction blocks).
+        epochs: training epochs of each candidate.
+        batch_size: training images per step.
+        lr: SGD learning rate at the start of the schedule.
+        momentum: SGD momentum, in [0, 1).
+        weight_decay: SGD weight decay.
+        nesterov: Nesterov momentum (needs momentum > 0).
+        schedule: learning-rate schedule: cosine (to 0 at the last epoch) or constant.
+        resolution: side in pixels the images are resized to (null: the data's own size).
+        augment: training-time augmentation: none, crop, flip or crop_flip.
+        crop_padding: padding in pixels of the random crop.
+        max_train_images: train on a class-balanced subset of this many images (null: the whole training split).
+        subset_seed: seed of that subset's draw (fixed per recipe: seeds then differ only in training).
+        seed: seed of the training (initialisation, batch order, augmentation).
+        deterministic: use deterministic algorithms (same seed, same accuracy).
+        threads: CPU threads of one training (part of the store key where not 1: other thread counts give
+            other accuracies); on Ray, one per CPU a training asks for.
+    """
 
     C: int = 8
     N: int = 1

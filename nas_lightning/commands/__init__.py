@@ -31,7 +31,9 @@ from nas_lightning.commands.predict import predict
 from nas_lightning.commands.rank import rank
 from nas_lightning.commands.suggest import suggest
 from nas_lightning.commands.tasks import tasks
+from nas_lightning import __version__
 from nas_lightning.errors import UserError
+from nas_lightning.parse_messages import one_line
 
 COMMANDS: dict[str, Callable[..., int]] = {"tasks": tasks, "compare": compare, "rank": rank, "suggest": suggest,
                                            "predict": predict, "constrained": constrained}
@@ -40,13 +42,18 @@ COMMANDS: dict[str, Callable[..., int]] = {"tasks": tasks, "compare": compare, "
 class _Parser(ArgumentParser):
     """Parser errors are user errors: one line, exit status 2 (through ``run_main``)."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)  # --budg is an error, never --budget
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str, *args: Any, **kwargs: Any) -> None:
-        raise UserError(f"{' '.join(str(message).split())} (see python search.py {self.prog.split()[-1]} --help)")
+        raise UserError(f"{one_line(message)} (see python {self.prog.replace(' [options]', '')} --help)")
 
 
 def parser() -> ArgumentParser:
     """``search.py`` and its subcommands, each parser built from its function's signature and docstring."""
     top = _Parser(prog="search.py", description="Search, rank and adapt on a task with a meta-learned predictor.")
+    top.add_argument("--version", action="version", version=f"nas-lightning {__version__}", help="print the version and exit")
     sub = top.add_subcommands(dest="command", required=True)
     for name, fn in COMMANDS.items():
         p = _Parser(prog=f"search.py {name}", description=fn.__doc__.split("\n\n")[0])

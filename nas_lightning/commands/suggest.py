@@ -9,10 +9,8 @@ from nas_lightning.rankers.suggest import suggest_support
 
 def suggest(ckpt: str, k: int = 10, task: str | None = None, method: str = "kcenter",
             device: str = "auto") -> int:
-    """Print the K architectures to measure first on a new task, one string a line. In the device
-    cross-validation (BENCHMARKS.md) greedy beat random draws at K = 3 and 5 (mean Spearman +0.067,
-    +0.022) but not at K = 10 or 20 (-0.005, -0.003), kcenter by +0.018 at K = 5 and +0.001 at 10:
-    from 10 measurements on, 10 random cells do as well as any suggestion.
+    """Print the K architectures to measure first on a new task, one string a line. Suggestions
+    matter most for small K; BENCHMARKS.md compares them with random draws.
 
     Args:
         ckpt: predictor checkpoint from train.py.
