@@ -33,7 +33,7 @@ class NoTable(TableOracle):
 def test_no_placeholders_where_the_optimum_is_unknown(caplog: pytest.LogCaptureFixture) -> None:
     task = load_embedded("cifar10", "val_acc")
     with caplog.at_level(logging.INFO):
-        res = run_comparison(lambda seed: NoTable(task, 5, seed=seed), {"random": lambda: make_strategy("random")}, 5, 2)
+        res = run_comparison(lambda seed, _: NoTable(task, 5, seed=seed), {"random": lambda: make_strategy("random")}, 5, 2)
     r = res["strategies"]["random"]
     assert r["hit_optimum_rate"] is None and r["hit_rate_at"] is None and r["regret_at"] is None
     row = format_table(res).splitlines()[-1].split()
@@ -86,7 +86,7 @@ def test_compare_on_a_training_task_says_where_its_results_went(tmp_path: Path, 
     store = tmp_path / "t.sqlite"
     with caplog.at_level(logging.INFO):
         assert search_main(["compare", "--task", "train:digits", "--strategy", "random", "--budget", "1", "--seeds", "1",
-                            "--store", str(store), "--device", "cpu", *TINY_RECIPE]) == 0
+                            "--oracle.store", str(store), "--device", "cpu", *TINY_RECIPE]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[-2] == f"wrote {store.resolve()}  (finished trainings; a rerun of the same command reuses them)"
     assert "no --out" in lines[-1] and "give --out DIR" in lines[-1]

@@ -64,7 +64,7 @@ def test_out_of_range_fields_are_one_line_user_errors(changes: dict) -> None:
 
 
 def test_unknown_preset() -> None:
-    with pytest.raises(UserError, match="nb201"):
+    with pytest.raises(UserError, match="200ep"):
         get_recipe("fast")
 
 
