@@ -205,12 +205,14 @@ SEARCH_CASES = [
 
 
 # -- running the real scripts --------------------------------------------------------------------
-def _run_script(script: str, args: list[str], cwd: str, err_path: str) -> None:
-    """In a forked process: run ``script`` as ``__main__`` with ``args``, stderr/stdout to ``err_path``."""
+def _run_script(script: str, args: list[str], cwd: str, err_path: str, env: dict[str, str] | None = None) -> None:
+    """In a forked process: run ``script`` as ``__main__`` with ``args`` (and ``env`` added to the
+    environment), stderr/stdout to ``err_path``."""
     fd = os.open(err_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.chdir(cwd)
+    os.environ.update(env or {})
     sys.argv = [script, *args]
     code = 1
     try:
@@ -234,11 +236,12 @@ def forkserver():
     return ctx
 
 
-def _fork(ctx, script: str, args: list[str], cwd: Path) -> tuple[int, str]:
+def _fork(ctx, script: str, args: list[str], cwd: Path, env: dict[str, str] | None = None,
+          timeout: float = 120) -> tuple[int, str]:
     err = cwd.parent / f"{cwd.name}.stderr"
-    p = ctx.Process(target=_run_script, args=(script, args, str(cwd), str(err)))
+    p = ctx.Process(target=_run_script, args=(script, args, str(cwd), str(err), env))
     p.start()
-    p.join(timeout=120)
+    p.join(timeout=timeout)
     if p.exitcode is None:
         p.kill()
         pytest.fail(f"{script} {args} did not finish")

@@ -10,12 +10,9 @@ folder are one-line errors.
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import pickle
-import runpy
 import struct
-import sys
 import zlib
 from pathlib import Path
 from typing import Any
@@ -31,6 +28,7 @@ from nas_lightning.candidates.sources import load_dataset
 from nas_lightning.models.checkpoint import load_predictor, read_checkpoint
 from nas_lightning.safe_load import load_checkpoint_file
 from nas_lightning.tasks.official import load_official
+from tests.test_cli_errors import _fork, forkserver  # noqa: F401 (a fixture)
 from tests.conftest import tiny_run
 from tests.test_official import expected, official_dict
 
@@ -58,45 +56,8 @@ def _one_line(call) -> str:
     return str(err.value)
 
 
-# -- running the real scripts (forked from a server that imported torch and Lightning once) -------
-def _run_script(script: str, args: list[str], cwd: str, env: dict[str, str], out: str) -> None:
-    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.chdir(cwd)
-    os.environ.update(env)
-    sys.argv = [script, *args]
-    code = 1
-    try:
-        runpy.run_path(script, run_name="__main__")
-        code = 0
-    except SystemExit as err:
-        code = err.code if isinstance(err.code, int) else (0 if err.code is None else 1)
-    except BaseException:
-        import traceback
-
-        traceback.print_exc()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
-
-
-@pytest.fixture(scope="module")
-def forkserver():
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["torch", "lightning", "nas_lightning.metatrain", "nas_lightning.commands"])
-    return ctx
-
-
 def _command(ctx, script: str, args: list[str], cwd: Path, env: dict[str, str] | None = None) -> tuple[int, str]:
-    out = cwd.parent / f"{cwd.name}.out"
-    p = ctx.Process(target=_run_script, args=(script, args, str(cwd), env or {}, str(out)))
-    p.start()
-    p.join(timeout=180)
-    if p.exitcode is None:
-        p.kill()
-        pytest.fail(f"{script} {args} did not finish")
-    return p.exitcode, out.read_text()
+    return _fork(ctx, script, args, cwd, env, timeout=180)
 
 
 def _refused(code: int, out: str, *words: str) -> None:
