@@ -25,6 +25,9 @@ from nas_lightning.training import build_cli, fit
 from tests.conftest import tiny_run
 from tests.test_training_oracle import TINY
 
+# Ray reads this once, when imported: this process imports it before any command starts a local
+# instance, so it asks here for what the commands ask for (a node on loopback only)
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow  # starts Ray and trains
 

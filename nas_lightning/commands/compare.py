@@ -22,7 +22,7 @@ def compare(task: str, strategy: str = "meta,rea,random", budget: int = 100, see
             finetune_steps: int = 20, finetune_lr: float = 0.03, recipe: Recipe = PRESETS["cpu"],
             store: str | None = None, official_path: str | None = None, device: str = "auto",
             workers: int | None = None, ray_address: str | None = None, trial_cpus: float = 1.0,
-            trial_gpus: float = 0.0, max_retries: int = 2) -> int:
+            trial_gpus: float = 0.0, max_retries: int = 2, ray_allow_unauthenticated: bool = False) -> int:
     """Search TASK with each strategy, once per seed with a fresh oracle; print the table and
     write results.json and regret.png (best_so_far.png for a train: task).
 
@@ -53,6 +53,10 @@ def compare(task: str, strategy: str = "meta,rea,random", budget: int = 100, see
         trial_cpus: CPUs per training on Ray.
         trial_gpus: GPUs per training on Ray (a fraction such as 0.25 lets several trainings share a card).
         max_retries: retries of a training whose Ray worker or node was lost (then it counts as failed).
+        ray_allow_unauthenticated: run Ray even with RAY_AUTH_MODE=disabled in the environment (refused
+            otherwise). This exposes your account: anyone who can reach the Ray ports (every user of this
+            machine for the local instance, the whole network for a cluster) can run code as you and read
+            your data.
     """
     training = is_training_spec(task)
     ray = None
@@ -61,7 +65,7 @@ def compare(task: str, strategy: str = "meta,rea,random", budget: int = 100, see
             raise UserError("--workers and --ray-address train candidates on Ray: use them with a train:... task")
         if workers is None:
             raise UserError("--ray-address needs --workers N (how many trainings run at once)")
-        ray = RaySettings(workers, ray_address, trial_cpus, trial_gpus, max_retries)
+        ray = RaySettings(workers, ray_address, trial_cpus, trial_gpus, max_retries, ray_allow_unauthenticated)
         if ray_address is not None:
             check_address(ray_address)  # nothing listening: one line now, before any data is loaded
     if training:

@@ -38,17 +38,21 @@ class SearchCallback(L.Callback):
         trial_cpus: CPUs per training on Ray.
         trial_gpus: GPUs per training on Ray (a fraction lets several trainings share a card).
         max_retries: retries of a training whose Ray worker or node was lost (then it counts as failed).
+        ray_allow_unauthenticated: run Ray even with RAY_AUTH_MODE=disabled (refused otherwise); anyone
+            who can reach the Ray ports can then run code as you and read your data.
     """
 
     def __init__(self, per_round: int = 5, batch: int = 1, members: int = 8, beta: float = 0.5,
                  feedback: bool = True, seed: int = 0, workers: int | None = None, ray_address: str | None = None,
-                 trial_cpus: float = 1.0, trial_gpus: float = 0.0, max_retries: int = 2) -> None:
+                 trial_cpus: float = 1.0, trial_gpus: float = 0.0, max_retries: int = 2,
+                 ray_allow_unauthenticated: bool = False) -> None:
         self.per_round, self.batch, self.members, self.beta = per_round, batch, members, beta
         self.feedback = feedback
         self.generator = torch.Generator().manual_seed(seed)
         if workers is None and ray_address is not None:
             raise UserError("search.ray_address needs search.workers N (how many trainings run at once)")
-        self.ray = None if workers is None else RaySettings(workers, ray_address, trial_cpus, trial_gpus, max_retries)
+        self.ray = None if workers is None else RaySettings(workers, ray_address, trial_cpus, trial_gpus, max_retries,
+                                                              ray_allow_unauthenticated)
         self._pool: RayPool | None = None
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
