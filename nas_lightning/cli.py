@@ -7,6 +7,7 @@ import sys
 from typing import Callable
 
 from nas_lightning.errors import UserError
+from nas_lightning.interrupt import Interrupted
 
 
 def _stopped_by_signal(err: SystemExit) -> bool:
@@ -18,7 +19,8 @@ def run_main(main: Callable[[], int | None]) -> None:
     """Run ``main``; a :class:`UserError` becomes one line on stderr and exit status 2.
 
     An interrupted training run (SIGTERM, or Ctrl-C routed through Lightning's SIGTERM path)
-    exits with 143 and a one-line note; a plain Ctrl-C with 130.
+    exits with 143 and a one-line note; a plain Ctrl-C with 130. A command stopped through
+    :func:`nas_lightning.interrupt.on_signals` prints its own note and exits with 128 + the signal.
     """
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -26,6 +28,9 @@ def run_main(main: Callable[[], int | None]) -> None:
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except Interrupted as err:
+        print(f"interrupted: {err.note}", file=sys.stderr)
+        sys.exit(err.code)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)

@@ -246,3 +246,43 @@ def test_a_local_instance_listens_on_loopback_only_and_refuses_a_client_without_
             driver.wait(120)
         except subprocess.TimeoutExpired:
             os.killpg(driver.pid, signal.SIGKILL)
+
+
+def _comparable(out: Path) -> tuple[dict, list[tuple]]:
+    results = json.loads((out / "results.json").read_text())
+    for s in results["strategies"].values():
+        s.pop("seconds_mean"), s.pop("cost_mean")
+        for seed in s["per_seed"]:
+            seed.pop("seconds"), seed.pop("cost"), seed.pop("cost_so_far")
+    lines = (out / "trainings.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    keep = [header.index(c) for c in ("arch", "val_acc", "test_acc", "status")]
+    return results["strategies"], sorted(tuple(ln.split(",")[i] for i in keep) for ln in lines[1:])
+
+
+@pytest.mark.slow
+def test_sigint_and_sigterm_stop_compare_in_one_line_and_the_rerun_gives_the_uninterrupted_results(tmp_path: Path) -> None:
+    out = tmp_path / "stopped"
+    db = out / "trainings.sqlite"
+    code, err, *_ = _signal_after(_command(out), db, 1, signal.SIGINT, group=True)  # Ctrl-C
+    assert code == 130 and INTERRUPTED.match(_one_line(err)), err[-3000:]
+    kept = _rows(db)
+    code, err, *_ = _signal_after(_command(out), db, kept + 1, signal.SIGTERM)
+    assert code == 143 and INTERRUPTED.match(_one_line(err)), err[-3000:]
+    assert _rows(db) > kept
+    for folder in (out, tmp_path / "straight"):
+        done = subprocess.run(_command(folder), env=_env(), capture_output=True, text=True, timeout=GUARD)
+        assert done.returncode == 0, done.stderr[-3000:]
+    assert _comparable(out) == _comparable(tmp_path / "straight")
+
+
+@pytest.mark.slow
+def test_sigterm_during_compare_on_two_workers_exits_143_after_stopping_ray(tmp_path: Path) -> None:
+    out = tmp_path / "ray"
+    code, err, sid, running = _signal_after(_command(out, "--workers", "2"), out / "trainings.sqlite", 1, signal.SIGTERM)
+    assert running >= 4  # the driver, Ray's GCS and raylet, two workers: all in the command's session
+    assert code == 143 and INTERRUPTED.match(_one_line(err)), err[-3000:]
+    deadline = time.monotonic() + 60
+    while _in_session(sid) and time.monotonic() < deadline:  # Ray's processes are gone with it
+        time.sleep(0.5)
+    assert not _in_session(sid)

@@ -17,6 +17,7 @@ from nas_lightning.evaluation.oracle import TrainingOracle, TrainingSpec, experi
 from nas_lightning.evaluation.recipe import Recipe
 from nas_lightning.evaluation.store import ResultStore
 from nas_lightning.files import atomic
+from nas_lightning.interrupt import Interrupted
 from nas_lightning.search.runner import StrategyFactories, run_comparison
 from nas_lightning.spaces import NB201, SearchSpace
 from nas_lightning.tasks.task import Task
@@ -65,10 +66,11 @@ def run_training_comparison(target: TrainingTarget, strategies: StrategyFactorie
     """
     path = Path(store_path) if store_path else Path(out or "runs") / "trainings.sqlite"
     pool = RayPool(ray) if ray is not None else None  # a bad address or too few resources: before any file
+    store: ResultStore | None = None
+    oracles: list[TrainingOracle] = []
     try:
         store = ResultStore(path)
         log_dir = Path(out) / "candidates" if out else None
-        oracles: list[TrainingOracle] = []
 
         def make(seed: int) -> TrainingOracle:
             oracle = TrainingOracle(target.data, target.recipe, store, budget, name=target.name, log_dir=log_dir,
@@ -79,6 +81,15 @@ def run_training_comparison(target: TrainingTarget, strategies: StrategyFactorie
         start = time.perf_counter()
         results = run_comparison(make, strategies, budget, seeds, workers=None if ray is None else ray.workers)
         wall = time.perf_counter() - start
+    except Interrupted as err:  # SIGINT/SIGTERM: what is in the store stays, a rerun reuses it
+        for oracle in oracles:
+            bar = getattr(oracle, "_bar", None)
+            if bar is not None:
+                bar.close()  # the one line that follows starts a line of its own
+        if store is not None:
+            err.note = f"{len(store)} trainings kept in {path}; run the same command to continue"
+            store.close()
+        raise
     finally:
         if pool is not None:
             pool.close()

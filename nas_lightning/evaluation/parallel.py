@@ -17,8 +17,10 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
 import socket
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -129,6 +131,7 @@ class RayPool:
         # the workers import this project from where the driver does, whatever their working folder
         path = os.pathsep.join(p for p in (str(PROJECT), os.environ.get("PYTHONPATH", "")) if p)
         runtime_env = {"env_vars": {"PYTHONPATH": path}}
+        command_sigterm = signal.getsignal(signal.SIGTERM)  # ray.init replaces it with its own
         if settings.address is None:
             private_token()
             if "ray" not in sys.modules and "RAY_AUTH_MODE" not in os.environ:
@@ -147,6 +150,8 @@ class RayPool:
 
             ray.init(address=settings.address, log_to_driver=False, logging_level=logging.WARNING, runtime_env=runtime_env,
                      _node_ip_address="127.0.0.1" if host in ("127.0.0.1", "localhost") else None)
+        if callable(command_sigterm) and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, command_sigterm)  # the command's own SIGTERM handling stays in charge
         try:
             if settings.address is None:
                 _check_local(ray.get_runtime_context().gcs_address)
