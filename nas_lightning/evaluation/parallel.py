@@ -100,14 +100,12 @@ def check_address(address: str, timeout: float = 2.0, handshake: float = 5.0) ->
 
 def train_on_worker(ops: tuple[str, ...], data: ImageData, recipe: Recipe, log_dir: str | None,
                     accelerator: str, threads: int) -> dict[str, Any]:
-    """Train one candidate in a Ray worker; the result says on which node it ran."""
-    import ray
+    """Train one candidate in a Ray worker; the result says on which host it ran (``node``)."""
     import torch
 
     torch.set_num_threads(threads)  # these small networks train fastest on one thread per CPU asked
     result = train_candidate(ops, data, recipe, log_dir, accelerator)
-    context = ray.get_runtime_context()
-    result["node"] = context.get_node_id()
+    result["node"] = socket.gethostname()
     return result
 
 
