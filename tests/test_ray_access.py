@@ -72,7 +72,8 @@ def _descendants(root: int) -> list[int]:
             continue
     found, frontier = [], [root]
     while frontier:
-        kids = [c for c, p in parents.items() if p == frontier.pop()]
+        parent = frontier.pop()
+        kids = [c for c, p in parents.items() if p == parent]
         found += kids
         frontier += kids
     return found
@@ -83,7 +84,7 @@ def _in_session(sid: int) -> list[int]:
     found = []
     for stat_file in Path("/proc").glob("[0-9]*/stat"):
         try:
-            if int(stat_file.read_text().rsplit(")", 1)[1].split()[4]) == sid:
+            if int(stat_file.read_text().rsplit(")", 1)[1].split()[3]) == sid:  # state ppid pgrp session
                 found.append(int(stat_file.parent.name))
         except (OSError, IndexError, ValueError):
             continue
