@@ -287,3 +287,46 @@ def test_sigterm_during_compare_on_two_workers_exits_143_after_stopping_ray(tmp_
     while _in_session(sid) and time.monotonic() < deadline:  # Ray's processes are gone with it
         time.sleep(0.5)
     assert not _in_session(sid)
+
+
+# constrained with its search step held until a signal comes (everything before it runs as usual)
+CONSTRAINED_HELD = """
+import sys, time
+from nas_lightning.cli import run_main
+from nas_lightning.commands import main
+
+command = sys.modules["nas_lightning.commands.constrained"]  # the module (the package's attribute is the function)
+
+def held(*args, **kwargs):
+    print("searching", flush=True)
+    time.sleep(600)
+
+command.propose = held
+sys.argv = ["search.py", *sys.argv[1:]]
+run_main(main)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_stops_constrained_in_one_line_with_the_conventional_status(sig: int, tmp_path: Path) -> None:
+    from nas_lightning.tasks.embedded import load_embedded
+
+    device = load_embedded("cifar100", "latency")
+    rows = [f"{device.space.to_string(int(a))},{float(v)}" for a, v in zip(device.archs[:10], device.lookup(device.archs[:10]))]
+    (tmp_path / "mine.csv").write_text("arch,latency_ms\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "out.csv"
+    proc = subprocess.Popen([sys.executable, "-c", CONSTRAINED_HELD, "constrained", "--accuracy", "nb201/cifar100/val_acc",
+                             "--latency", f"csv:{tmp_path / 'mine.csv'}", "--limit", "20", "--predictor", "params",
+                             "--out", str(out)], env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        assert proc.stdout.readline().strip() == "searching"
+        os.killpg(proc.pid, sig) if sig == signal.SIGINT else proc.send_signal(sig)  # Ctrl-C reaches the group
+        _, err = proc.communicate(timeout=GUARD)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 128 + sig, err[-3000:]
+    assert _one_line(err) == "interrupted: nothing was written; run the same command again"
+    assert not out.exists()
