@@ -79,12 +79,12 @@ def _descendants(root: int) -> list[int]:
     return found
 
 
-def _in_session(sid: int) -> list[int]:
-    """Processes of session ``sid`` (a command started with ``start_new_session`` and all it started)."""
+def _in_group(pgid: int) -> list[int]:
+    """Processes of process group ``pgid`` (a command started in a group of its own, and all it started)."""
     found = []
     for stat_file in Path("/proc").glob("[0-9]*/stat"):
         try:
-            if int(stat_file.read_text().rsplit(")", 1)[1].split()[3]) == sid:  # state ppid pgrp session
+            if int(stat_file.read_text().rsplit(")", 1)[1].split()[2]) == pgid:  # state ppid pgrp
                 found.append(int(stat_file.parent.name))
         except (OSError, IndexError, ValueError):
             continue
@@ -131,8 +131,8 @@ def _rows(db: Path) -> int:
 
 def _signal_after(command: list[str], db: Path, rows: int, sig: int, group: bool = False) -> tuple[int, str, int, int]:
     """Run ``command``; once ``db`` holds ``rows`` trainings send ``sig`` (to the whole process group,
-    as Ctrl-C does, with ``group``); returns its exit status, its stderr, its pid (its session's id)
-    and how many processes its session held when the signal was sent."""
+    as Ctrl-C does, with ``group``); returns its exit status, its stderr, its pid (its process group's id)
+    and how many processes its group held when the signal was sent."""
     proc = subprocess.Popen(command, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     err: list[str] = []
@@ -144,7 +144,7 @@ def _signal_after(command: list[str], db: Path, rows: int, sig: int, group: bool
             assert proc.poll() is None, "the run ended before the signal"
             assert time.monotonic() < deadline
             time.sleep(0.1)
-        running = len(_in_session(proc.pid))
+        running = len(_in_group(proc.pid))
         os.killpg(proc.pid, sig) if group else proc.send_signal(sig)
         code = proc.wait(GUARD)
     finally:
@@ -280,13 +280,13 @@ def test_sigint_and_sigterm_stop_compare_in_one_line_and_the_rerun_gives_the_uni
 @pytest.mark.slow
 def test_sigterm_during_compare_on_two_workers_exits_143_after_stopping_ray(tmp_path: Path) -> None:
     out = tmp_path / "ray"
-    code, err, sid, running = _signal_after(_command(out, "--workers", "2"), out / "trainings.sqlite", 1, signal.SIGTERM)
-    assert running >= 4  # the driver, Ray's GCS and raylet, two workers: all in the command's session
+    code, err, group, running = _signal_after(_command(out, "--workers", "2"), out / "trainings.sqlite", 1, signal.SIGTERM)
+    assert running >= 4  # the driver, Ray's GCS and raylet, two workers: all in the command's process group
     assert code == 143 and INTERRUPTED.match(_one_line(err)), err[-3000:]
     deadline = time.monotonic() + 60
-    while _in_session(sid) and time.monotonic() < deadline:  # Ray's processes are gone with it
+    while _in_group(group) and time.monotonic() < deadline:  # Ray's processes are gone with it
         time.sleep(0.5)
-    assert not _in_session(sid)
+    assert not _in_group(group)
 
 
 # constrained with its search step held until a signal comes (everything before it runs as usual)
