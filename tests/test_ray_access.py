@@ -278,15 +278,21 @@ def test_sigint_and_sigterm_stop_compare_in_one_line_and_the_rerun_gives_the_uni
 
 
 @pytest.mark.slow
-def test_sigterm_during_compare_on_two_workers_exits_143_after_stopping_ray(tmp_path: Path) -> None:
+def test_ctrl_c_and_sigterm_during_compare_on_two_workers_exit_130_and_143_after_stopping_ray(tmp_path: Path) -> None:
+    """Ctrl-C reaches every process of the command's group (Ray's workers too), SIGTERM the command alone."""
     out = tmp_path / "ray"
-    code, err, group, running = _signal_after(_command(out, "--workers", "2"), out / "trainings.sqlite", 1, signal.SIGTERM)
-    assert running >= 4  # the driver, Ray's GCS and raylet, two workers: all in the command's process group
-    assert code == 143 and INTERRUPTED.match(_one_line(err)), err[-3000:]
-    deadline = time.monotonic() + 60
-    while _in_group(group) and time.monotonic() < deadline:  # Ray's processes are gone with it
-        time.sleep(0.5)
-    assert not _in_group(group)
+    db = out / "trainings.sqlite"
+    kept = 0
+    for sig, group in ((signal.SIGINT, True), (signal.SIGTERM, False)):
+        code, err, pgid, running = _signal_after(_command(out, "--workers", "2"), db, kept + 1, sig, group)
+        assert running >= 4  # the driver, Ray's GCS and raylet, two workers: all in the command's process group
+        assert code == 128 + sig and INTERRUPTED.match(_one_line(err)), err[-3000:]
+        deadline = time.monotonic() + 60
+        while _in_group(pgid) and time.monotonic() < deadline:  # Ray's processes are gone with it
+            time.sleep(0.5)
+        assert not _in_group(pgid)
+        assert _rows(db) > kept
+        kept = _rows(db)
 
 
 # constrained with its search step held until a signal comes (everything before it runs as usual)

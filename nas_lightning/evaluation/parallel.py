@@ -27,7 +27,7 @@ from typing import Any
 
 from nas_lightning.errors import UserError
 from nas_lightning.evaluation.datasets import ImageData
-from nas_lightning.evaluation.ray_access import (check_authentication, cpu_count, loopback_only,
+from nas_lightning.evaluation.ray_access import (check_authentication, cpu_count, ignore_ctrl_c, loopback_only,
                                                  private_token, speaks_grpc, use_token_for_cluster)
 from nas_lightning.evaluation.recipe import Recipe, train_candidate
 
@@ -139,8 +139,8 @@ class RayPool:
                 import ray
 
                 ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False,
-                         logging_level=logging.WARNING, object_store_memory=256 * 1024**2, runtime_env=runtime_env,
-                         _node_ip_address="127.0.0.1")
+                         logging_level=logging.WARNING, object_store_memory=256 * 1024**2, _node_ip_address="127.0.0.1",
+                         runtime_env={**runtime_env, "worker_process_setup_hook": ignore_ctrl_c})
         else:
             host, _ = check_address(settings.address)
             use_token_for_cluster()

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import secrets
+import signal
 import socket
 import stat
 import sys
@@ -111,6 +112,12 @@ def speaks_grpc(host: str, port: int, timeout: float) -> bool:
         except OSError:  # a timeout, or the peer hung up
             return False
     return len(head) == 9 and head[3] == 4  # the server's first frame: SETTINGS (type 4)
+
+
+def ignore_ctrl_c() -> None:
+    """Set-up of a local instance's workers: Ctrl-C in a terminal reaches every process of the
+    command's group, but only the driver acts on it (it cancels the trainings and stops Ray)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def cpu_count() -> int:
