@@ -8,6 +8,7 @@ from typing import Callable
 
 from nas_lightning.console import bars_and_logs, quiet_third_party
 from nas_lightning.errors import UserError
+from nas_lightning.interrupt import Interrupted
 
 
 def _stopped_by_signal(err: SystemExit) -> bool:
@@ -21,7 +22,8 @@ def run_main(main: Callable[[], int | None]) -> None:
     An interrupted training run (SIGTERM, or Ctrl-C routed through Lightning's SIGTERM path)
     exits with 143 and a one-line note; a plain Ctrl-C with 130. Log lines are written above the
     progress bars, and third-party notices that tell the user nothing are silenced
-    (:mod:`nas_lightning.console`).
+    (:mod:`nas_lightning.console`). A command stopped through
+    :func:`nas_lightning.interrupt.on_signals` prints its own note and exits with 128 + the signal.
     """
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     quiet_third_party()
@@ -31,6 +33,9 @@ def run_main(main: Callable[[], int | None]) -> None:
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except Interrupted as err:
+        print(f"interrupted: {err.note}", file=sys.stderr)
+        sys.exit(err.code)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)

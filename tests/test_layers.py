@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "nas_lightning"
-LAYERS = {"": 0, "errors": 0, "files": 0.5, "console": 0.5, "safe_load": 0.5, "runfolder": 0.5, "parse_messages": 0.5,
+LAYERS = {"": 0, "errors": 0, "files": 0.5, "console": 0.5, "safe_load": 0.5, "runfolder": 0.5, "parse_messages": 0.5, "interrupt": 0.5,
           "cli_help": 0.7, "spaces": 1, "tasks": 2, "models": 2, "candidates": 3, "oracles": 4, "data": 5,
           "search": 6, "rankers": 6, "commands": 7, "metatrain": 7, "cli": 7}
 # packages of one layer that never import each other

@@ -1,6 +1,7 @@
 """Trainings on Ray: two workers on a local instance give the sequential results, a worker killed
 mid-training costs a retry and not the search, a two-node cluster joined by its address trains on
-both nodes, and a bad address or a cluster too small for one training is a one-line error."""
+both nodes (each training recorded with its host's name), and a bad address or a cluster too small
+for one training is a one-line error."""
 
 from __future__ import annotations
 
@@ -24,8 +25,11 @@ from nas_lightning.candidates.recipe import get_recipe
 from nas_lightning.metatrain import build_cli, fit
 from nas_lightning.oracles import OracleSettings
 from tests.conftest import tiny_run
-from tests.test_training_oracle import TINY
+from tests.test_training_oracle import TINY, TINY_FLAGS
 
+# Ray reads this once, when imported: this process imports it before any command starts a local
+# instance, so it asks here for what the commands ask for (a node on loopback only)
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow  # starts Ray and trains
 
@@ -33,9 +37,10 @@ REPO = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).parent / "ray")
 
 
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    return {**env, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "RAY_AUTH_MODE": "token"}
+def _env(home: Path) -> dict[str, str]:
+    """A fresh shell's environment (no Ray settings) with its own home (its own ``~/.ray/auth_token``)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    return {**env, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "HOME": str(home)}
 
 
 def _comparable(results: dict) -> dict:
@@ -112,14 +117,15 @@ def test_two_local_workers_survive_a_killed_worker_and_give_the_sequential_resul
     assert all(r[4] == "ok" for r in rows)  # the killed training was retried, not charged as failed
     assert compare(**args, out=str(tmp_path / "here"), oracle=OracleSettings(recipe=recipe)) == 0  # one at a time here, a new store
     here = json.loads((tmp_path / "here" / "results.json").read_text())
-    assert on_ray["ray"]["workers"] == 2 and len(on_ray["ray"]["nodes"]) == 1 and here["ray"] is None
+    assert on_ray["ray"]["workers"] == 2 and on_ray["ray"]["nodes"] == [socket.gethostname()] and here["ray"] is None
     assert _comparable(on_ray) == _comparable(here)  # a deterministic recipe: the same values, wherever trained
 
 
-def _node(*args: str) -> subprocess.Popen:
+def _node(home: Path, *args: str) -> subprocess.Popen:
     """``ray start ... --block`` in its own process group; returns once the node runs."""
     proc = subprocess.Popen([RAY, "start", *args, "--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats", "--block"],
-                            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                            env={**_env(home), "RAY_AUTH_MODE": "token"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
     lines = []
     for line in proc.stdout:
         lines.append(line)
@@ -141,29 +147,52 @@ def _stop(proc: subprocess.Popen) -> None:
             continue
 
 
-def test_a_two_node_cluster_joined_by_address_trains_on_both_nodes(tmp_path: Path, monkeypatch) -> None:
+def _watch_trainings(nodes: list[subprocess.Popen], seen: set[int], stop: threading.Event) -> None:
+    """Add to ``seen`` the index of each node seen running a training in one of its workers."""
+    while not stop.is_set():
+        for i, node in enumerate(nodes):
+            if i not in seen and _training_worker(node.pid) is not None:
+                seen.add(i)
+        time.sleep(0.05)
+
+
+def test_a_two_node_cluster_joined_by_address_trains_on_both_nodes(tmp_path: Path) -> None:
+    """The command joins as a user would (its own process, the token found in ~/.ray by itself); both
+    nodes run trainings, and the store names the host they ran on."""
     port = _free_port()
-    # the nodes and this driver authenticate with the user's token (~/.ray/auth_token), made here if
-    # missing as a local ray.init() would make it
-    subprocess.run([RAY, "get-auth-token", "--generate"], env=_env(), check=True, capture_output=True, timeout=120)
-    nodes = []
+    home = tmp_path / "home"
+    home.mkdir()
+    subprocess.run([RAY, "get-auth-token", "--generate"], env=_env(home), check=True, capture_output=True, timeout=120)
+    address = f"127.0.0.1:{port}"
+    command = [sys.executable, str(REPO / "search.py"), "compare", "--task", "train:digits", "--strategy", "random",
+               "--budget", "4", "--seeds", "1", "--oracle.ray.address", address, *TINY_FLAGS]
+    nodes: list[subprocess.Popen] = []
+    seen: set[int] = set()
+    stop = threading.Event()
+    watcher = threading.Thread(target=_watch_trainings, args=(nodes, seen, stop))
     try:
-        nodes.append(_node("--head", f"--port={port}", "--include-dashboard=false"))
-        nodes.append(_node(f"--address=127.0.0.1:{port}"))
-        address = f"127.0.0.1:{port}"
-        monkeypatch.delenv("RAY_AUTH_MODE", raising=False)  # this process finds the token file by itself
-        with pytest.raises(UserError, match="has the resources of one training") as small:  # 2 CPUs, but 1 per node
-            RayPool(RaySettings(1, address, trial_cpus=2))
-        assert "\n" not in str(small.value) and not ray.is_initialized()
-        assert compare(task="train:digits", strategy="random", budget=4, seeds=1, out=str(tmp_path / "both"),
-                       oracle=OracleSettings(recipe=get_recipe("cpu", **TINY), ray=RaySettings(2, address))) == 0
+        nodes.append(_node(home, "--head", f"--port={port}", "--include-dashboard=false"))
+        nodes.append(_node(home, f"--address={address}"))
+        small = subprocess.run(command + ["--out", str(tmp_path / "small"), "--oracle.ray.workers", "1", "--oracle.ray.trial_cpus", "2"],
+                               env=_env(home), capture_output=True, text=True, timeout=900)  # 2 CPUs, but 1 per node
+        assert small.returncode == 2 and "has the resources of one training" in small.stderr, small.stderr[-3000:]
+        assert len(small.stderr.strip().splitlines()) == 1
+        watcher.start()
+        both = subprocess.run(command + ["--out", str(tmp_path / "both"), "--oracle.ray.workers", "3"], env=_env(home),
+                              capture_output=True, text=True, timeout=900)
     finally:
+        stop.set()
+        if watcher.is_alive():
+            watcher.join()
         for proc in reversed(nodes):
             _stop(proc)
+    assert both.returncode == 0, both.stderr[-3000:]
+    assert "asks for 3 CPUs but the cluster at 127.0.0.1" in both.stderr  # more workers than the cluster's CPUs: a warning
+    assert seen == {0, 1}  # trainings ran on both nodes
     results = json.loads((tmp_path / "both" / "results.json").read_text())
     with sqlite3.connect(tmp_path / "both" / "trainings.sqlite") as conn:
         placed = {r[0] for r in conn.execute("SELECT node FROM results")}
-    assert len(placed) == 2 and sorted(placed) == results["ray"]["nodes"]  # trainings ran on both nodes
+    assert placed == {socket.gethostname()} and results["ray"]["nodes"] == [socket.gethostname()]
 
 
 def test_a_bad_address_is_one_line(tmp_path: Path) -> None:

@@ -2,11 +2,14 @@
 
 :class:`RayPool` starts a local instance (``ray.init(address="local")``, whatever ``RAY_ADDRESS``
 says) or joins ``host:port`` of a cluster started with ``ray start --head``, and stops or leaves it
-on :meth:`RayPool.close`. Each training is a ``ray.remote`` task asking for ``trial_cpus`` CPUs and
-``trial_gpus`` GPUs (a fraction lets several small trainings share a card); a worker process or
-node lost mid-training is retried by Ray up to ``max_retries`` times, while a training that raises
-is not retried (``retry_exceptions=False``). Workers never touch the SQLite store: results come
-back to the driver, which writes them. Ray is imported only here, and only when a pool starts.
+on :meth:`RayPool.close`. A local instance listens on loopback only, starts no dashboard and
+authenticates with a token readable by its owner only (:mod:`~nas_lightning.evaluation.ray_access`);
+``RAY_AUTH_MODE=disabled`` is refused unless allowed explicitly. Each training is a ``ray.remote``
+task asking for ``trial_cpus`` CPUs and ``trial_gpus`` GPUs (a fraction lets several small
+trainings share a card); a worker process or node lost mid-training is retried by Ray up to
+``max_retries`` times, while a training that raises is not retried (``retry_exceptions=False``).
+Workers never touch the SQLite store: results come back to the driver, which writes them. Ray
+is imported only here, and only when a pool starts.
 """
 
 from __future__ import annotations
@@ -14,13 +17,18 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
 import socket
+import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from nas_lightning.errors import UserError
 from nas_lightning.candidates.datasets import ImageData
+from nas_lightning.candidates.ray_access import (check_authentication, cpu_count, ignore_ctrl_c, loopback_only,
+                                                 private_token, speaks_grpc, use_token_for_cluster)
 from nas_lightning.candidates.recipe import Recipe, train_candidate
 
 log = logging.getLogger(__name__)
@@ -39,6 +47,8 @@ class RaySettings:
         trial_cpus: CPUs per training (> 0).
         trial_gpus: GPUs per training (>= 0; a fraction shares a card).
         max_retries: retries of a training whose worker process or node was lost (>= 0).
+        allow_unauthenticated: run even with ``RAY_AUTH_MODE=disabled`` (anyone who reaches the
+            Ray ports can then run code as the user).
     """
 
     workers: int | None = None
@@ -46,6 +56,7 @@ class RaySettings:
     trial_cpus: float = 1.0
     trial_gpus: float = 0.0
     max_retries: int = 2
+    allow_unauthenticated: bool = False
 
     def __post_init__(self) -> None:
         if self.workers is None:
@@ -57,6 +68,16 @@ class RaySettings:
             raise UserError(f"ray.trial_cpus must be > 0 and ray.trial_gpus >= 0, got {self.trial_cpus}, {self.trial_gpus}")
         if self.max_retries < 0:
             raise UserError(f"ray.max_retries must be >= 0, got {self.max_retries}")
+        if not self.enabled:
+            return
+        check_authentication(self.allow_unauthenticated)
+        cores = cpu_count()
+        if self.address is None and self.workers * self.trial_cpus > cores:
+            fix = (f"ray.trial_cpus to {cores} or less" if self.trial_cpus > cores
+                   else f"ray.workers to {int(cores // self.trial_cpus)} or less")
+            raise UserError(f"ray.workers {self.workers} x ray.trial_cpus {self.trial_cpus:g} asks for "
+                            f"{self.workers * self.trial_cpus:g} CPUs but this machine has {cores}; lower {fix}, "
+                            f"or join a larger cluster with ray.address")
 
     @property
     def enabled(self) -> bool:
@@ -69,45 +90,47 @@ class RaySettings:
         return max(1, int(self.trial_cpus))
 
 
-def check_address(address: str, timeout: float = 2.0) -> tuple[str, int]:
-    """``(host, port)`` of ``address`` once something listens there.
+def check_address(address: str, timeout: float = 2.0, handshake: float = 5.0) -> tuple[str, int]:
+    """``(host, port)`` of ``address`` once something listens there and answers as Ray's gRPC
+    server does within ``handshake`` seconds (not checked with ``RAY_USE_TLS`` set).
 
     Raises:
-        UserError: for a malformed address or nothing listening within ``timeout`` seconds.
+        UserError: for a malformed address, nothing listening within ``timeout`` seconds, or a
+            listener that is not Ray.
     """
     host, _, port = str(address).strip().rpartition(":")
     if not host or not port.isdigit():
-        raise UserError(f"--ray-address {address!r} is not host:port; give the address `ray start --head` printed")
+        raise UserError(f"ray.address {address!r} is not host:port; give the address `ray start --head` printed")
     try:
         with socket.create_connection((host, int(port)), timeout=timeout):
             pass
     except OSError as err:
         raise UserError(f"no Ray cluster answers at {host}:{port} ({err.strerror or err}); start one with "
-                        f"`ray start --head` or drop --ray-address for a local instance") from None
+                        f"`ray start --head` or drop ray.address for a local instance") from None
+    tls = os.environ.get("RAY_USE_TLS", "").strip().lower() in ("1", "true")
+    if not tls and not speaks_grpc(host, int(port), handshake):
+        raise UserError(f"{host}:{port} accepts connections but is not a Ray cluster (no gRPC answer in {handshake:g} s); "
+                        f"give the address `ray start --head` printed")
     return host, int(port)
 
 
 def train_on_worker(ops: tuple[str, ...], data: ImageData, recipe: Recipe, log_dir: str | None,
                     accelerator: str, threads: int) -> dict[str, Any]:
-    """Train one candidate in a Ray worker; the result says on which node it ran."""
-    import ray
+    """Train one candidate in a Ray worker; the result says on which host it ran (``node``)."""
     import torch
 
     torch.set_num_threads(threads)  # these small networks train fastest on one thread per CPU asked
     result = train_candidate(ops, data, recipe, log_dir, accelerator)
-    context = ray.get_runtime_context()
-    result["node"] = context.get_node_id()
+    result["node"] = socket.gethostname()
     return result
 
 
-def _use_token_if_available() -> None:
-    """Authenticate to a cluster with the user's Ray token (``~/.ray/auth_token``, ``RAY_AUTH_TOKEN``...)
-    when ``RAY_AUTH_MODE`` is unset, as ``ray start --address`` does (Ray's own helper; pinned Ray)."""
-    try:
-        from ray._private.authentication.authentication_token_setup import maybe_enable_token_auth_if_token_available
-    except ImportError:  # another Ray version: RAY_AUTH_MODE=token in the environment does the same
-        return
-    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+def _check_local(gcs_address: str) -> None:
+    """Refuse a local instance that listens beyond loopback (Ray imported before :func:`loopback_only`)."""
+    host = gcs_address.rpartition(":")[0].strip("[]")
+    if not (host.startswith("127.") or host == "::1"):
+        raise UserError(f"the local Ray instance would listen on {host}, not on loopback only: Ray was imported before "
+                        f"this command set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0; set it in the environment and run again")
 
 
 class RayPool:
@@ -118,22 +141,34 @@ class RayPool:
     """
 
     def __init__(self, settings: RaySettings) -> None:
-        import ray
-
         self.settings = settings
         # the workers import this project from where the driver does, whatever their working folder
         path = os.pathsep.join(p for p in (str(PROJECT), os.environ.get("PYTHONPATH", "")) if p)
         runtime_env = {"env_vars": {"PYTHONPATH": path}}
+        command_sigterm = signal.getsignal(signal.SIGTERM)  # ray.init replaces it with its own
         if settings.address is None:
+            private_token()
+            if "ray" not in sys.modules and "RAY_AUTH_MODE" not in os.environ:
+                os.environ["RAY_AUTH_MODE"] = "token"  # what Ray does for a local instance, without its warning
             cpus = max(1, math.ceil(settings.workers * settings.trial_cpus))
-            ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False,
-                     logging_level=logging.WARNING, object_store_memory=256 * 1024**2, runtime_env=runtime_env)
+            with loopback_only():
+                import ray
+
+                ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False,
+                         logging_level=logging.WARNING, object_store_memory=256 * 1024**2, _node_ip_address="127.0.0.1",
+                         runtime_env={**runtime_env, "worker_process_setup_hook": ignore_ctrl_c})
         else:
             host, _ = check_address(settings.address)
-            _use_token_if_available()
+            use_token_for_cluster()
+            import ray
+
             ray.init(address=settings.address, log_to_driver=False, logging_level=logging.WARNING, runtime_env=runtime_env,
                      _node_ip_address="127.0.0.1" if host in ("127.0.0.1", "localhost") else None)
+        if callable(command_sigterm) and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, command_sigterm)  # the command's own SIGTERM handling stays in charge
         try:
+            if settings.address is None:
+                _check_local(ray.get_runtime_context().gcs_address)
             have = ray.cluster_resources()
             nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
             if not any(n.get("CPU", 0) >= settings.trial_cpus and n.get("GPU", 0) >= settings.trial_gpus for n in nodes):
@@ -141,7 +176,12 @@ class RayPool:
                 where = settings.address or "the local Ray instance"
                 raise UserError(f"no node of {where} has the resources of one training ({settings.trial_cpus:g} CPUs, "
                                 f"{settings.trial_gpus:g} GPUs; the largest has {most.get('CPU', 0):g} CPUs, {most.get('GPU', 0):g} GPUs): "
-                                f"lower --trial-cpus/--trial-gpus or add a larger node")
+                                f"lower ray.trial_cpus/ray.trial_gpus or add a larger node")
+            asked, cpus = settings.workers * settings.trial_cpus, have.get("CPU", 0)
+            if settings.address is not None and asked > cpus:
+                log.warning("ray.workers %d x ray.trial_cpus %g asks for %g CPUs but the cluster at %s has %g: "
+                            "the trainings beyond that wait for a free CPU", settings.workers, settings.trial_cpus,
+                            asked, settings.address, cpus)
         except BaseException:
             ray.shutdown()
             raise

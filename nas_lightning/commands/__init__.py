@@ -33,6 +33,7 @@ from nas_lightning.commands.suggest import suggest
 from nas_lightning.commands.tasks import tasks
 from nas_lightning import __version__
 from nas_lightning.errors import UserError
+from nas_lightning.interrupt import on_signals
 from nas_lightning.parse_messages import one_line
 
 COMMANDS: dict[str, Callable[..., int]] = {"tasks": tasks, "compare": compare, "rank": rank, "suggest": suggest,
@@ -101,4 +102,5 @@ def main(argv: list[str] | None = None) -> int:
     cfg = top.instantiate(top.parse_args(argv))  # typed options (a recipe) become their values
     name = cfg.command
     options = {k: v for k, v in vars(cfg[name]).items() if k != "config"}
-    return COMMANDS[name](**options)
+    with on_signals():  # SIGINT/SIGTERM: one line and 130/143 (run_main), after every clean-up ran
+        return COMMANDS[name](**options)

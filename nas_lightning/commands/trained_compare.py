@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from nas_lightning.files import atomic
+from nas_lightning.interrupt import Interrupted
 from nas_lightning.oracles import OracleFactory, TrainingOracle
 from nas_lightning.oracles.training import TrainingTarget
 from nas_lightning.search.runner import StrategyFactories, run_comparison
@@ -28,11 +29,12 @@ def run_training_comparison(target: TrainingTarget, strategies: StrategyFactorie
     instance started (or joined) here and stopped (or left) at the end, the strategies proposing
     asynchronously.
     """
-    ray = factory.settings.ray
+    ray, path = factory.settings.ray, factory.store_path
+    oracles: list[TrainingOracle] = []
+    store = None
     try:
         factory.start_pool()  # a bad address or too few resources: before any file
-        path, store = factory.store_path, factory.store
-        oracles: list[TrainingOracle] = []
+        store = factory.store
 
         def make(seed: int, strategy: str) -> TrainingOracle:
             oracle = factory.oracle(target, seed, progress=f"{strategy} seed {seed}")
@@ -42,6 +44,15 @@ def run_training_comparison(target: TrainingTarget, strategies: StrategyFactorie
         start = time.perf_counter()
         results = run_comparison(make, strategies, budget, seeds, workers=ray.workers)
         wall = time.perf_counter() - start
+    except Interrupted as err:  # SIGINT/SIGTERM: what is in the store stays, a rerun reuses it
+        for oracle in oracles:
+            bar = getattr(oracle, "_bar", None)
+            if bar is not None:
+                bar.close()  # the one line that follows starts a line of its own
+        if store is not None:
+            err.note = f"{len(store)} trainings kept in {path}; run the same command to continue"
+            store.close()
+        raise
     finally:
         factory.close()
     trained = sum(o.trained for o in oracles)
