@@ -18,6 +18,7 @@ from nas_lightning.spaces import NB201, NBG, SearchSpace, register_space
 from nas_lightning.tasks.embedded import embedded_specs, load_embedded
 from nas_lightning.tasks.nbg import load_nbg, nbg_specs
 from nas_lightning.tasks.official import load_official
+from nas_lightning.tasks.spec import forms
 from nas_lightning.tasks.task import Task
 
 
@@ -68,7 +69,7 @@ def get_family(name: str) -> TableFamily:
         UserError: for a name no family has.
     """
     if name not in FAMILIES:
-        raise UserError(f"unknown table family {name!r}; choose one of {', '.join(FAMILIES)} (or csv:<path>)")
+        raise UserError(f"unknown table family {name!r}; use {forms()}")
     return FAMILIES[name]
 
 
