@@ -18,7 +18,7 @@ from nas_lightning.spaces import NB201, NBG, SearchSpace, register_space
 from nas_lightning.tasks.embedded import embedded_specs, load_embedded
 from nas_lightning.tasks.nbg import load_nbg, nbg_specs
 from nas_lightning.tasks.official import load_official
-from nas_lightning.tasks.spec import forms
+from nas_lightning.tasks.spec import FAMILY_NAMES, forms
 from nas_lightning.tasks.task import Task
 
 
@@ -59,6 +59,8 @@ def register(family: TableFamily) -> TableFamily:
         raise ValueError(f"a table family called {family.name!r} is registered already")
     register_space(family.space)
     FAMILIES[family.name] = family
+    if family.name not in FAMILY_NAMES:
+        FAMILY_NAMES.append(family.name)
     return family
 
 

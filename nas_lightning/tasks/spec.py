@@ -26,11 +26,12 @@ LOWER_IS_BETTER_WORDS = ("latency", "time", "param", "flops", "size", "energy", 
 _DIRECTION = re.compile(r"@([A-Za-z_][A-Za-z0-9_-]*)$")
 
 
+FAMILY_NAMES: list[str] = []  # the registered table families (:func:`nas_lightning.tasks.families.register` adds them)
+
+
 def forms() -> str:
     """The spec forms, with every registered table family's name."""
-    from nas_lightning.tasks.families import FAMILIES  # the registry imports the tables, which import this module
-
-    return ", ".join(f"{name}/<dataset>/<metric>" for name in FAMILIES) + " or csv:<path>[#<column>][@min|@max]"
+    return ", ".join(f"{name}/<dataset>/<metric>" for name in FAMILY_NAMES) + " or csv:<path>[#<column>][@min|@max]"
 
 
 def default_direction(column: str) -> str:
