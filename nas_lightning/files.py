@@ -98,3 +98,9 @@ def check_writable(path: str | Path, flag: str, folder: bool = False) -> Path:
         what = str(p) if not folder and p.exists() and not os.access(p, os.W_OK) else str(probe)
         raise UserError(f"{flag} {str(path)!r} cannot be written ({what!r} is read-only here); give a path you can write to")
     return p
+
+
+def print_written(paths: list[tuple[str | Path, str]]) -> None:
+    """Print ``wrote PATH  (what it holds)`` for each file or folder written, in order."""
+    for path, what in paths:
+        print(f"wrote {path}" + (f"  ({what})" if what else ""))

@@ -18,6 +18,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException, SI
 from nas_lightning.cli_help import TrainParser, describe_parser
 from nas_lightning.data.datamodule import NASTaskDataModule
 from nas_lightning.errors import UserError
+from nas_lightning.files import print_written
 from nas_lightning.models.checkpoint import read_checkpoint, space_of
 from nas_lightning.models.module import MetaPredictor
 from nas_lightning.safe_load import CHECKPOINT_GLOBALS
@@ -284,3 +285,18 @@ def fit(cli: MetaCLI) -> None:
         cli.trainer.fit(cli.model, cli.datamodule, ckpt_path=ckpt, weights_only=True)
     if where and not cli.trainer.fast_dev_run:
         log.info("%s; continue it with %s--ckpt_path last", where, f"--run {cli.run_name} " if cli.config.get("run") else "")
+        print_written(run_outputs(cli))
+
+
+def run_outputs(cli: MetaCLI) -> list[tuple[Path, str]]:
+    """What a finished run wrote: its checkpoints, its log folder and the targets' store of trainings."""
+    ckpts = Path(cli.config.checkpoint.dirpath)
+    files = [(ckpts / "last.ckpt", "the latest state; --ckpt_path last continues from it"),
+             (ckpts / "best.ckpt", f"the best {cli.config.checkpoint.monitor}")]
+    logger = cli.trainer.logger
+    if logger is not None and logger.log_dir:
+        files.append((Path(logger.log_dir), "TensorBoard logs and the run's config"))
+    factory = cli.datamodule.factory
+    if factory is not None and factory.store_path.exists():
+        files.append((factory.store_path, "the finished trainings of train: targets"))
+    return [(path, what) for path, what in files if path.exists()]

@@ -59,7 +59,8 @@ def two_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_two_names_keep_two_runs_and_each_resumes_its_own(two_runs: Path, monkeypatch: pytest.MonkeyPatch,
-                                                           caplog: pytest.LogCaptureFixture) -> None:
+                                                           caplog: pytest.LogCaptureFixture,
+                                                           capsys: pytest.CaptureFixture) -> None:
     monkeypatch.chdir(two_runs)
     caplog.set_level(logging.INFO)
     a, b = (two_runs / "runs" / n / "checkpoints" / "last.ckpt" for n in "ab")
@@ -85,6 +86,8 @@ def test_two_names_keep_two_runs_and_each_resumes_its_own(two_runs: Path, monkey
     said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("run 'b'")]
     assert said[0] == "run 'b': logs in runs/b/version_1, checkpoints in runs/b/checkpoints"
     assert said[-1].startswith(said[0]) and said[-1].endswith("continue it with --run b --ckpt_path last")
+    wrote = [ln.split()[1] for ln in capsys.readouterr().out.splitlines() if ln.startswith("wrote ")]
+    assert wrote[-3:] == ["runs/b/checkpoints/last.ckpt", "runs/b/checkpoints/best.ckpt", "runs/b/version_1"]
 
 
 def test_reusing_a_name_without_resuming_is_refused(two_runs: Path, monkeypatch: pytest.MonkeyPatch) -> None:

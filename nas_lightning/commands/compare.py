@@ -8,7 +8,8 @@ from nas_lightning.commands.common import check_runs, device as pick_device, pre
 from nas_lightning.commands.trained_compare import run_training_comparison
 from nas_lightning.candidates.ray_pool import check_address
 from nas_lightning.candidates.store_guard import check_store
-from nas_lightning.commands.written import compare_outputs, print_written
+from nas_lightning.commands.written import compare_outputs
+from nas_lightning.files import print_written
 from nas_lightning.errors import UserError
 from nas_lightning.models.checkpoint import load_predictor
 from nas_lightning.models.scoring import FineTuneOptions, PredictorScorer

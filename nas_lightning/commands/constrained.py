@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from nas_lightning.commands.common import one_task, predictor_for, seen_note
-from nas_lightning.commands.written import print_written
+from nas_lightning.files import print_written
 from nas_lightning.errors import UserError
 from nas_lightning.files import atomic, check_writable, write_json
 from nas_lightning.rankers.latency_limit import MetaLatency, ParamsLatency, Proposal, propose

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from nas_lightning.commands.common import (predictor_for, pretrained_for, read_support, seen_note, target_and_source,
                                            transfer_sources)
-from nas_lightning.commands.written import print_written
+from nas_lightning.files import print_written
 from nas_lightning.errors import UserError
 from nas_lightning.files import write_json
 from nas_lightning.models.scoring import FineTuneOptions

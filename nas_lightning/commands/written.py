@@ -6,12 +6,6 @@ from pathlib import Path
 from typing import Any
 
 
-def print_written(paths: list[tuple[str | Path, str]]) -> None:
-    """Print ``wrote PATH  (what it holds)`` for each file or folder written, in order."""
-    for path, what in paths:
-        print(f"wrote {path}" + (f"  ({what})" if what else ""))
-
-
 def compare_outputs(results: dict[str, Any], out: str | None, training: bool) -> list[tuple[str | Path, str]]:
     """What ``compare`` wrote: results.json and the plot under ``out``; for a train: task also
     trainings.csv, the candidates' curves and the store of finished trainings."""
