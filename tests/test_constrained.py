@@ -21,7 +21,7 @@ from nas_lightning.commands import main as search_main
 from nas_lightning.commands.constrained import parse_limit, table_unit
 from nas_lightning.errors import UserError
 from nas_lightning.models.checkpoint import load_predictor
-from nas_lightning.rankers.latency_limit import ParamsLatency, calibrate, constrained_search, propose
+from nas_lightning.rankers.latency_limit import SIGMA_PRIOR, MetaLatency, ParamsLatency, calibrate, constrained_search, propose
 from nas_lightning.tasks.embedded import load_embedded
 from nas_lightning.oracles import TableOracle
 from nas_lightning.tasks.task import Task
@@ -76,6 +76,17 @@ def test_a_table_measured_in_full_needs_no_prediction(device: Task) -> None:
     assert calibrate(torch.arange(3.0), torch.zeros(3), torch.zeros(0)).shape == (0,)
     prop = propose(ParamsLatency(params), device.archs, lat, acc.archs, acc.table * acc.sign, float(lat.median()))
     assert prop.pick is not None and prop.sure and prop.next == [] and prop.candidates == []
+
+
+def test_the_meta_model_on_a_table_measured_in_full_stays_bounded(ckpt: Path, device: Task) -> None:
+    """Every architecture measured: the ranking adapts in bounded chunks and the uncertainty comes
+    from a fixed draw of the measurements (n x n leave-one-out adaptations would need ~200 GB)."""
+    acc = load_embedded("cifar100", "val_acc")
+    lat = device.lookup(device.archs)
+    module = load_predictor(str(ckpt), "cpu", device.space)
+    with torch_threads(1):
+        prop = propose(MetaLatency(module), device.archs, lat, acc.archs, acc.table * acc.sign, float(lat.median()))
+    assert prop.pick is not None and prop.sure and 0 < prop.sigma < SIGMA_PRIOR * 10
 
 
 def test_limit_units() -> None:

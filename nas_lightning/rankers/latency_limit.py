@@ -30,12 +30,14 @@ from sklearn.isotonic import IsotonicRegression
 
 from nas_lightning.errors import UserError
 from nas_lightning.models.module import MetaPredictor
-from nas_lightning.models.scoring import score, score_sets
+from nas_lightning.models.scoring import score_sets
+from nas_lightning.rankers.bounded import bounded_score
 from nas_lightning.oracles import Oracle
 from nas_lightning.tasks.task import Task
 
 log = logging.getLogger(__name__)
 SIGMA_MIN, SIGMA_PRIOR = 0.02, 0.5  # log-latency uncertainty: a floor, and the value below 3 measurements
+SIGMA_ROWS = 200  # leave-one-out residuals from at most this many measurements (n adaptations on n - 1 rows each)
 
 
 class LatencyModel:
@@ -64,6 +66,9 @@ class LatencyModel:
         n = len(archs)
         if n < 3:
             return SIGMA_PRIOR
+        if n > SIGMA_ROWS:  # a table measured in full: a fixed draw of rows estimates the residuals as well
+            keep = torch.randperm(n, generator=torch.Generator().manual_seed(0))[:SIGMA_ROWS].sort().values
+            archs, latency, n = archs[keep], latency[keep], SIGMA_ROWS
         scores = self.loo_scores(archs, latency)
         res, inside = [], []
         for i in range(n):
@@ -85,7 +90,8 @@ class MetaLatency(LatencyModel):
         self.module = module
 
     def ranking(self, archs: torch.Tensor, latency: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-        return score(self.module, archs, -latency.float(), candidates, maximise=False)[0].double().cpu()
+        # many measurements: adapted in bounded chunks (one adaptation, as before, up to SUPPORT_BOUND rows)
+        return bounded_score(self.module, archs, -latency.float(), candidates, maximise=False).double().cpu()
 
     def loo_scores(self, archs: torch.Tensor, latency: torch.Tensor) -> torch.Tensor:
         # the n leave-one-out adaptations in one batch (each row in its own units: ranks suffice)
