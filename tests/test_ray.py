@@ -218,7 +218,7 @@ def test_the_epoch_end_search_trains_on_ray_and_logs_running_trainings(tmp_path:
     fit(cli)
     assert not ray.is_initialized()  # the DataModule stopped its instance at the end of training
     oracle = cli.datamodule.oracles["train:digits"]
-    with sqlite3.connect(tmp_path / "runs" / "default" / "trainings.sqlite") as conn:
+    with sqlite3.connect(cli.datamodule.factory.store_path) as conn:  # beside the run's checkpoints
         rows = conn.execute("SELECT arch, node FROM results").fetchall()
     assert oracle.num_queries == 2 and len(rows) == 2 and all(node for _, node in rows)
     logged = (next(tmp_path.glob("**/metrics.csv"))).read_text().splitlines()

@@ -325,7 +325,7 @@ def test_a_signal_stops_constrained_in_one_line_with_the_conventional_status(sig
     (tmp_path / "mine.csv").write_text("arch,latency_ms\n" + "\n".join(rows) + "\n")
     out = tmp_path / "out.csv"
     proc = subprocess.Popen([sys.executable, "-c", CONSTRAINED_HELD, "constrained", "--accuracy", "nb201/cifar100/val_acc",
-                             "--latency", f"csv:{tmp_path / 'mine.csv'}", "--limit", "20", "--predictor", "params",
+                             "--latency", f"csv:{tmp_path / 'mine.csv'}", "--limit", "0.01", "--predictor", "params",
                              "--out", str(out)], env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     try:
