@@ -137,13 +137,6 @@ class OracleFactory:
             self._pool = None
 
 
-def make_oracle(spec: str, settings: OracleSettings | None = None, budget: int | None = None, seed: int = 0,
-                **options) -> Oracle:
-    """The oracle of one spec (see :class:`OracleFactory` for ``options``)."""
-    factory = OracleFactory(settings, budget, **options)
-    return factory.oracle(factory.resolve(spec), seed)
-
-
 class _LazyPool:
     """The factory's Ray pool, started by the first training submitted to it."""
 
