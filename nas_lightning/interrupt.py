@@ -59,3 +59,16 @@ def on_signals() -> Iterator[None]:
     finally:
         for sig, handler in before.items():
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+
+@contextlib.contextmanager
+def through_extensions() -> Iterator[None]:
+    """Let :class:`Interrupted` out of a C extension's call: raised by the signal handler while such a
+    call runs (Ray's ``wait`` and ``get``), it comes back wrapped in a ``SystemError``."""
+    try:
+        yield
+    except SystemError as err:
+        cause = err.__cause__ or err.__context__
+        if isinstance(cause, Interrupted):
+            raise cause from None
+        raise

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import warnings
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -281,7 +282,9 @@ def fit(cli: MetaCLI) -> None:
         log.info("%s", where)
     # Lightning reads --ckpt_path again to restore: weights-only there too (check_resumable read it
     # the same way), so a file swapped in between is refused rather than run
-    with torch.serialization.safe_globals(CHECKPOINT_GLOBALS):
+    with torch.serialization.safe_globals(CHECKPOINT_GLOBALS), warnings.catch_warnings():
+        if ckpt is not None:  # continuing a run in its own folder: that the folder holds checkpoints is the point
+            warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
         cli.trainer.fit(cli.model, cli.datamodule, ckpt_path=ckpt, weights_only=True)
     if where and not cli.trainer.fast_dev_run:
         log.info("%s; continue it with %s--ckpt_path last", where, f"--run {cli.run_name} " if cli.config.get("run") else "")

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from nas_lightning.errors import UserError
+from nas_lightning.interrupt import through_extensions
 from nas_lightning.candidates.datasets import ImageData
 from nas_lightning.candidates.ray_access import (check_authentication, cpu_count, ignore_ctrl_c, loopback_only,
                                                  private_token, speaks_grpc, use_token_for_cluster)
@@ -204,9 +205,10 @@ class RayPool:
         """Those of ``refs`` that are done (waits until at least one is, or ``timeout``)."""
         import ray
 
-        done, _ = ray.wait(refs, num_returns=1, timeout=timeout)
-        if done:  # whatever else finished meanwhile
-            done = ray.wait(refs, num_returns=len(refs), timeout=0)[0]
+        with through_extensions():  # a signal during the wait: the command's own interruption
+            done, _ = ray.wait(refs, num_returns=1, timeout=timeout)
+            if done:  # whatever else finished meanwhile
+                done = ray.wait(refs, num_returns=len(refs), timeout=0)[0]
         return done
 
     def result(self, ref: Any, arch: str) -> dict[str, Any]:
@@ -216,7 +218,8 @@ class RayPool:
         from ray.exceptions import RayTaskError, TaskCancelledError
 
         try:
-            return ray.get(ref)
+            with through_extensions():
+                return ray.get(ref)
         except RayTaskError as err:
             raise err.as_instanceof_cause() from None
         except (TaskCancelledError, ray.exceptions.RayError) as err:

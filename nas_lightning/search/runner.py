@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
+from tqdm.auto import tqdm
 
 from nas_lightning.errors import UserError
 from nas_lightning.files import atomic, json_text
@@ -160,7 +161,11 @@ def run_comparison(target: Task | OracleMaker, strategies: StrategyFactories, bu
                                "seeds": seed_list, "noisy": noisy, "strategies": {}}
     for name, factory in items:
         per_seed = []
-        for seed in seed_list:
+        # a table target answers at once: one bar over the seeds (a training oracle shows its own per seed);
+        # tqdm draws it only on a terminal
+        seeds_shown = seed_list if callable(target) else tqdm(seed_list, desc=f"{name} on {probe.name}", unit="seed",
+                                                              leave=False, disable=None)
+        for seed in seeds_shown:
             oracle = make_oracle(seed, name)
             start = time.perf_counter()
             if workers is None:
