@@ -90,6 +90,23 @@ class GuardedTask(Task):
         return out
 
 
+def descendants(root: int) -> list[int]:
+    """Every process started, directly or not, by process ``root`` (read from ``/proc``)."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    found, frontier = [], [root]
+    while frontier:
+        parent = frontier.pop()
+        kids = [c for c, p in parents.items() if p == parent]
+        found += kids
+        frontier += kids
+    return found
+
+
 def only_from(function: str, file_suffix: str) -> Callable[[str], None]:
     """A :class:`GuardedTask` check that allows a read only from within ``function`` of a file
     ending in ``file_suffix`` (anywhere up the call stack)."""

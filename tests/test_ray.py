@@ -24,7 +24,7 @@ from nas_lightning.candidates.ray_pool import RayPool, RaySettings
 from nas_lightning.candidates.recipe import get_recipe
 from nas_lightning.metatrain import build_cli, fit
 from nas_lightning.oracles import OracleSettings
-from tests.conftest import tiny_run
+from tests.conftest import descendants, tiny_run
 from tests.test_training_oracle import TINY, TINY_FLAGS
 
 # Ray reads this once, when imported: this process imports it before any command starts a local
@@ -57,25 +57,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _descendants(root: int) -> list[int]:
-    parents = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            parents[int(stat.parent.name)] = int(fields[1])
-        except (OSError, IndexError, ValueError):
-            continue
-    found, frontier = [], [root]
-    while frontier:
-        p = frontier.pop()
-        kids = [c for c, pp in parents.items() if pp == p]
-        found += kids
-        frontier += kids
-    return found
-
-
 def _training_worker(root: int) -> int | None:
-    for pid in _descendants(root):
+    for pid in descendants(root):
         try:
             if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::train_on_worker"):
                 return pid

@@ -31,6 +31,7 @@ from nas_lightning.commands.compare import compare
 from nas_lightning.errors import UserError
 from nas_lightning.candidates.ray_pool import RaySettings
 from nas_lightning.oracles import OracleSettings
+from tests.conftest import descendants
 from tests.test_training_oracle import TINY_FLAGS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,22 +63,6 @@ def _env(home: Path | None = None, **extra: str) -> dict[str, str]:
 def _command(out: Path, *more: str) -> list[str]:
     return [sys.executable, str(REPO / "search.py"), "compare", "--task", "train:digits", "--strategy", "random",
             "--budget", "6", "--seeds", "1", "--out", str(out), *TINY_FLAGS, *more]
-
-
-def _descendants(root: int) -> list[int]:
-    parents = {}
-    for stat_file in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            parents[int(stat_file.parent.name)] = int(stat_file.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-    found, frontier = [], [root]
-    while frontier:
-        parent = frontier.pop()
-        kids = [c for c, p in parents.items() if p == parent]
-        found += kids
-        frontier += kids
-    return found
 
 
 def _in_group(pgid: int) -> list[int]:
@@ -229,7 +214,7 @@ def test_a_local_instance_listens_on_loopback_only_and_refuses_a_client_without_
     try:
         gcs = driver.stdout.readline().strip()
         assert gcs, (tmp_path / "driver.err").read_text()[-3000:]
-        found = _listening([driver.pid, *_descendants(driver.pid)])
+        found = _listening([driver.pid, *descendants(driver.pid)])
         assert int(gcs.rpartition(":")[2]) in {port for _, port in found}  # the listing sees Ray's own servers
         assert len(found) >= 4 and all(_loopback(a) for a, _ in found), found  # GCS, raylet, workers, driver
         token = home / ".ray" / "auth_token"
