@@ -11,7 +11,6 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from pathlib import Path
 
 import torch
 

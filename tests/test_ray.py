@@ -20,7 +20,7 @@ import pytest
 
 from nas_lightning.commands.compare import compare
 from nas_lightning.errors import UserError
-from nas_lightning.candidates.ray_pool import RayPool, RaySettings
+from nas_lightning.candidates.ray_pool import RaySettings
 from nas_lightning.candidates.recipe import get_recipe
 from nas_lightning.metatrain import build_cli, fit
 from nas_lightning.oracles import OracleSettings

@@ -49,7 +49,7 @@ from nas_lightning.candidates.candidate import (
     steps_per_epoch,
 )
 from nas_lightning.candidates.datasets import ImageData
-from nas_lightning.candidates.network import OPS, arch_label, arch_string, build_network, count_params, validate_ops
+from nas_lightning.candidates.network import arch_label, arch_string, build_network, count_params, validate_ops
 
 log = logging.getLogger(__name__)
 

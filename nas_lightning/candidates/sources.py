@@ -7,7 +7,7 @@ from pathlib import Path
 from nas_lightning.errors import UserError
 from nas_lightning.candidates import image_files
 from nas_lightning.candidates.datasets import ImageData, Split, from_arrays, load_digits_data
-from nas_lightning.tasks.spec import DATASET_NAMES, TRAIN_PREFIX, TrainingSpec
+from nas_lightning.tasks.spec import DATASET_NAMES, TrainingSpec
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "data"  # where a user's datasets go by default
 

@@ -15,7 +15,6 @@ import torch
 from torchmetrics.functional import spearman_corrcoef
 
 from nas_lightning.models.module import MetaPredictor
-from nas_lightning.models.scoring import score
 from nas_lightning.rankers.base import Ranker
 from nas_lightning.rankers.baselines import baselines
 from nas_lightning.rankers.bounded import bounded_score
