@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -13,6 +12,7 @@ from nas_lightning.files import check_writable
 from nas_lightning.models.checkpoint import load_predictor
 from nas_lightning.models.module import MetaPredictor
 from nas_lightning.models.scoring import FineTuneOptions, finetuned
+from nas_lightning.oracles.training import TrainingTarget
 from nas_lightning.rankers.ranking import csv_sources
 from nas_lightning.tasks.load import load_task
 from nas_lightning.tasks.spec import TaskSpec
@@ -76,7 +76,7 @@ def target_and_source(task: str, source: str | None, seeds: int, out: str | None
     return target, source_for(target, source)
 
 
-def source_for(target: Task | Any, source: str | None) -> Task | None:
+def source_for(target: Task | TrainingTarget, source: str | None) -> Task | None:
     """The fixed transfer source ``--source`` names for ``target`` (``None`` without one): of the
     target's search space, and never the target's own table under another name."""
     fixed = source_task(source, target.space.name)
