@@ -64,6 +64,9 @@ def parser() -> argparse.ArgumentParser:
                    "another value gives fresh runs; the ranking's support draws are unchanged)")
     p.add_argument("--schedule", type=int, nargs=2, metavar=("PARENTS", "EVERY"), help="graph: meta's large-space "
                    "schedule instead of MetaSearch's defaults: mutations of the PARENTS best, a global pick every EVERY-th")
+    p.add_argument("--table", help="fidelity: the curve table to replay (default data/curves/digits_cpu.csv)")
+    p.add_argument("--budget", type=int, help="fidelity, fidelity-live: epochs of training per search (default 600 and 300)")
+    p.add_argument("--workers", type=int, default=2, help="fidelity-live: trainings at once (default 2)")
     p.add_argument("--markdown", default=str(common.ROOT / "BENCHMARKS.md"), help="report: the file to write")
     return p
 

@@ -102,6 +102,18 @@ def _graph(args: argparse.Namespace) -> dict[str, Any]:
                      schedule=schedule, draws=args.draws)
 
 
+def _fidelity(args: argparse.Namespace) -> dict[str, Any]:
+    from benchmarks import fidelity
+
+    return fidelity.run(args.tiny, device_name(args.device), _ckpt_dir(args), args.seeds, args.table, args.budget)
+
+
+def _fidelity_live(args: argparse.Namespace) -> dict[str, Any]:
+    from benchmarks import fidelity_live
+
+    return fidelity_live.run(args.tiny, device_name(args.device), _ckpt_dir(args), args.seeds, args.budget, args.workers)
+
+
 def _markdown(module: str) -> Callable[[dict[str, Any]], str]:
     def render(res: dict[str, Any]) -> str:
         return __import__(f"benchmarks.{module}", fromlist=["markdown"]).markdown(res)
@@ -128,6 +140,14 @@ def _missed(what: str, res: dict[str, Any]) -> list[str]:
         from benchmarks.graph import missed as graph_missed
 
         out += graph_missed(res)
+    elif what == "fidelity" and res.get("targets"):
+        t = res["targets"]
+        if t.get("compute_met") is False:
+            out.append(f"asha-meta needed {t['compute_epochs']} epochs to reach random's mean best (limit {t['compute_limit']:.0f})")
+        if t.get("at150_met") is False:
+            out.append(f"asha-meta's best@150 {common.f3(t['at150'])} below tune-asha's plus one standard error {common.f3(t['at150_bar'])}")
+    elif what == "fidelity-live" and res.get("ordering_met") is False:
+        out.append(f"live ordering differs from the replay's: {res['ordering']}")
     elif what == "search":
         if res.get("within_30_min") is False:
             out.append(f"the benchmark took {res['seconds'] / 60:.1f} min (limit 30)")
@@ -170,4 +190,7 @@ BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (
     _entry("constrained", "Device latency: the most accurate network under a latency limit (cross-validated)",
            _constrained, "latency_limit"),
     _entry("graph", "NAS-Bench-Graph: leave-one-dataset-out", _graph, "graph"),
+    _entry("fidelity", "Training time: multi-fidelity search against full trainings and Ray Tune's ASHA", _fidelity, "fidelity"),
+    _entry("fidelity-live", "Training time, live: Ray Tune's ASHA and ours with the meta prior, training on digits",
+           _fidelity_live, "fidelity_live"),
 )}

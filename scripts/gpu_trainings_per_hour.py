@@ -85,7 +85,8 @@ def main() -> int:
     import torch
 
     from nas_lightning.candidates.network import EDGES, OPS, is_connected
-    from nas_lightning.candidates.recipe import get_recipe, train_candidate
+    from nas_lightning.candidates.recipe import get_recipe
+    from nas_lightning.candidates.train import train_candidate
 
     if args.threads:
         torch.set_num_threads(args.threads)

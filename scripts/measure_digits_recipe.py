@@ -33,7 +33,8 @@ from nas_lightning.safe_load import restricted_pickle_load
 from nas_lightning.errors import UserError
 from nas_lightning.candidates.datasets import load_digits_data
 from nas_lightning.candidates.network import EDGES, OPS, is_connected
-from nas_lightning.candidates.recipe import get_recipe, train_candidate
+from nas_lightning.candidates.recipe import get_recipe
+from nas_lightning.candidates.train import train_candidate
 
 
 def _ranks(values: list[float]) -> list[float]:

@@ -13,7 +13,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from nas_lightning.candidates.datasets import load_digits_data
 from nas_lightning.candidates.network import arch_label, arch_string
-from nas_lightning.candidates.recipe import Recipe, train_candidate
+from nas_lightning.candidates.recipe import Recipe
+from nas_lightning.candidates.train import train_candidate
 
 TINY = Recipe(C=2, N=1, epochs=1, batch_size=16, lr=0.05, max_train_images=40, seed=3)
 CELL = ("nor_conv_3x3", "skip_connect", "nor_conv_1x1", "avg_pool_3x3", "none", "nor_conv_3x3")

@@ -11,7 +11,8 @@ from nas_lightning.errors import UserError
 from nas_lightning.candidates import candidate
 from nas_lightning.candidates.datasets import load_digits_data
 from nas_lightning.candidates.network import analytic_params, arch_label, arch_string
-from nas_lightning.candidates.recipe import PRESETS, Recipe, balanced_subset, get_recipe, train_candidate
+from nas_lightning.candidates.recipe import PRESETS, Recipe, balanced_subset, get_recipe
+from nas_lightning.candidates.train import train_candidate
 
 TINY = Recipe(C=2, N=1, epochs=2, batch_size=16, lr=0.05, max_train_images=40)
 CELL = ("nor_conv_3x3", "skip_connect", "nor_conv_1x1", "avg_pool_3x3", "none", "nor_conv_3x3")

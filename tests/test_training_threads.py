@@ -17,7 +17,8 @@ from nas_lightning.oracles import training as oracle_module
 from nas_lightning.candidates.datasets import load_digits_data
 from nas_lightning.oracles import OracleSettings, TrainingOracle
 from nas_lightning.candidates.ray_pool import RaySettings
-from nas_lightning.candidates.recipe import PRESETS, Recipe, get_recipe, train_candidate
+from nas_lightning.candidates.recipe import PRESETS, Recipe, get_recipe
+from nas_lightning.candidates.train import train_candidate
 from nas_lightning.candidates.store import ResultStore
 
 TINY = {"epochs": 1, "max_train_images": 40, "C": 2, "N": 1, "batch_size": 20}

@@ -8,6 +8,7 @@ from a seeded CPU generator, and normalised by the training split's channel mean
 from __future__ import annotations
 
 import math
+import time
 from typing import Any, Sequence
 
 import lightning as L
@@ -116,6 +117,32 @@ class CandidateModule(L.LightningModule):
         self.resolution, self.augment_kind, self.crop_padding = resolution, augment, crop_padding
         self.aug_gen = torch.Generator().manual_seed(seed + 1)
         self._counts: dict[str, list[int]] = {}
+        self.curve: list[list[float]] = []  # [val_acc, cumulative seconds] after each training epoch
+        self._clock, self._resume = (time.perf_counter(), 0.0), None
+
+    def start_clock(self, curve: list[list[float]]) -> None:
+        """Start timing now, after the epochs of ``curve`` (an earlier part of the same training)."""
+        self.curve = [list(p) for p in curve]
+        self._clock = (time.perf_counter(), self.curve[-1][1] if self.curve else 0.0)
+
+    def seconds(self) -> float:
+        """Seconds of training so far, earlier parts included."""
+        return self._clock[1] + time.perf_counter() - self._clock[0]
+
+    def resume_from(self, state: dict[str, Any]) -> None:
+        """Continue a stopped training: its weights and augmentation generator now, its optimizer
+        and schedule when fitting starts."""
+        self.net.load_state_dict(state["net"])
+        self.aug_gen.set_state(state["aug_gen"])
+        self._resume = (state["optimizer"], state["scheduler"])
+
+    def on_train_start(self) -> None:
+        if self._resume is not None:
+            optimizer, scheduler = self._resume
+            self.trainer.optimizers[0].load_state_dict(optimizer)
+            if scheduler is not None:
+                self.trainer.lr_scheduler_configs[0].scheduler.load_state_dict(scheduler)
+            self._resume = None
 
     def prepare(self, images: torch.Tensor, train: bool) -> torch.Tensor:
         """``uint8`` images to normalised floats at the recipe resolution, augmented when training."""
@@ -148,7 +175,10 @@ class CandidateModule(L.LightningModule):
 
     def _finish(self, stage: str) -> None:
         correct, total = self._counts.pop(stage, [0, 0])
-        self.log(f"{stage}_acc", 100.0 * correct / max(total, 1), on_epoch=True)
+        acc = float(torch.tensor(100.0 * correct / max(total, 1), dtype=torch.float32))  # as logged (float32)
+        if stage == "val" and self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:
+            self.curve.append([acc, self.seconds()])
+        self.log(f"{stage}_acc", acc, on_epoch=True)
 
     def validation_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> None:
         self._count("val", batch)

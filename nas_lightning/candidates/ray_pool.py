@@ -30,7 +30,8 @@ from nas_lightning.interrupt import through_extensions
 from nas_lightning.candidates.datasets import ImageData
 from nas_lightning.candidates.ray_access import (check_authentication, cpu_count, ignore_ctrl_c, loopback_only,
                                                  private_token, speaks_grpc, use_token_for_cluster)
-from nas_lightning.candidates.recipe import Recipe, train_candidate
+from nas_lightning.candidates.recipe import Recipe
+from nas_lightning.candidates.train import train_candidate
 
 log = logging.getLogger(__name__)
 PROJECT = Path(__file__).resolve().parents[2]  # the folder holding the nas_lightning package
@@ -116,12 +117,13 @@ def check_address(address: str, timeout: float = 2.0, handshake: float = 5.0) ->
 
 
 def train_on_worker(ops: tuple[str, ...], data: ImageData, recipe: Recipe, log_dir: str | None,
-                    accelerator: str, threads: int) -> dict[str, Any]:
-    """Train one candidate in a Ray worker; the result says on which host it ran (``node``)."""
+                    accelerator: str, threads: int, epochs: int | None = None, resume: bytes | None = None) -> dict[str, Any]:
+    """Train one candidate in a Ray worker (to ``epochs``, from ``resume``: see
+    :func:`~nas_lightning.candidates.train.train_candidate`); the result says on which host it ran (``node``)."""
     import torch
 
     torch.set_num_threads(threads)  # these small networks train fastest on one thread per CPU asked
-    result = train_candidate(ops, data, recipe, log_dir, accelerator)
+    result = train_candidate(ops, data, recipe, log_dir, accelerator, epochs=epochs, resume=resume)
     result["node"] = socket.gethostname()
     return result
 
@@ -192,14 +194,16 @@ class RayPool:
         log.info("Ray: %s, %s", settings.address or "local instance", have)
 
     def submit(self, ops: tuple[str, ...], data: ImageData, recipe: Recipe, log_dir: str | Path | None,
-               accelerator: str) -> Any:
-        """Start training ``ops`` (on ``recipe.threads`` CPU threads); returns the task's reference."""
+               accelerator: str, epochs: int | None = None, resume: bytes | None = None) -> Any:
+        """Start training ``ops`` (on ``recipe.threads`` CPU threads; to ``epochs``, from ``resume``);
+        returns the task's reference."""
         import ray
 
         ref = self._data.get(id(data))
         if ref is None:
             ref = self._data[id(data)] = (data, ray.put(data))
-        return self._remote.remote(ops, ref[1], recipe, None if log_dir is None else str(log_dir), accelerator, recipe.threads)
+        return self._remote.remote(ops, ref[1], recipe, None if log_dir is None else str(log_dir), accelerator, recipe.threads,
+                                   epochs, resume)
 
     def finished(self, refs: list[Any], timeout: float | None = None) -> list[Any]:
         """Those of ``refs`` that are done (waits until at least one is, or ``timeout``)."""

@@ -1,4 +1,4 @@
-"""Training recipes and :func:`train_candidate`: train one cell's NB201 network, report its accuracy.
+"""Training recipes: how one candidate is trained (:func:`~nas_lightning.candidates.train.train_candidate` trains it).
 
 Presets (:data:`PRESETS`):
 
@@ -24,32 +24,18 @@ order, other kernels). The defaults leave the key as it always was, so existing 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
 import math
-import os
-import time
-import warnings
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
 from nas_lightning.errors import UserError
-from nas_lightning.candidates.candidate import (
-    AUGMENTS,
-    CandidateModule,
-    NonFiniteLossError,
-    channel_stats,
-    make_loader,
-    steps_per_epoch,
-)
-from nas_lightning.candidates.datasets import ImageData
-from nas_lightning.candidates.network import arch_label, arch_string, build_network, count_params, validate_ops
+from nas_lightning.candidates.candidate import AUGMENTS
 
 log = logging.getLogger(__name__)
 
@@ -182,127 +168,3 @@ def balanced_subset(labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:
         seen[c] = rank[i].item() + 1
     order = torch.sort(rank, stable=True).indices
     return torch.sort(perm[order[:n]]).values
-
-
-@contextlib.contextmanager
-def _quiet_and_deterministic(deterministic: bool, seed: int, threads: int = 1) -> Iterator[None]:
-    """Seed torch's global RNG inside a forked RNG state; deterministic algorithms; ``threads`` CPU
-    threads; Lightning's chatter off (everything restored on exit)."""
-    names = ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda", "lightning.fabric.utilities.seed")
-    loggers = [logging.getLogger(n) for n in names]
-    levels = [lg.level for lg in loggers]
-    det, warn_only = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
-    cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
-    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
-    previous_threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(threads)
-        for lg in loggers:
-            lg.setLevel(logging.WARNING)
-        if deterministic:
-            if devices:
-                os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-            torch.use_deterministic_algorithms(True, warn_only=True)
-        with torch.random.fork_rng(devices=devices), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r".*(does not have many workers|number of training batches|validation_step|deterministic|LeafSpec|tensorboardX).*")
-            torch.manual_seed(seed)
-            yield
-    finally:
-        for lg, lvl in zip(loggers, levels):
-            lg.setLevel(lvl)
-        torch.use_deterministic_algorithms(det, warn_only=warn_only)
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
-        torch.set_num_threads(previous_threads)
-
-
-def _candidate_logger(ops: tuple[str, ...], data: ImageData, recipe: Recipe, log_dir: str | Path) -> Any:
-    """The TensorBoard logger of one training, ``log_dir/<recipe key>/<arch label>/seed<seed>``, its
-    hyperparameters (architecture, dataset, recipe, seed) already set, so ``hparams.yaml`` holds them."""
-    from lightning.pytorch.loggers import TensorBoardLogger
-
-    logger = TensorBoardLogger(str(log_dir), name=f"{recipe.key}/{arch_label(ops)}", version=f"seed{recipe.seed}",
-                               default_hp_metric=False)
-    recipe_fields = {f"recipe/{k}": v for k, v in dataclasses.asdict(recipe).items() if k != "seed"}
-    logger.log_hyperparams({"arch": arch_string(ops), "dataset": data.describe(), "dataset_fingerprint": data.fingerprint[:16],
-                            "seed": recipe.seed, "recipe/key": recipe.key, **recipe_fields})
-    return logger
-
-
-def _is_oom(err: BaseException) -> bool:
-    text = str(err).lower()
-    return isinstance(err, (torch.cuda.OutOfMemoryError, MemoryError)) or "out of memory" in text or "can't allocate memory" in text
-
-
-def train_candidate(
-    ops: tuple[str, ...],
-    data: ImageData,
-    recipe: Recipe | None = None,
-    log_dir: str | Path | None = None,
-    accelerator: str = "auto",
-    callbacks: list[Any] | None = None,
-) -> dict[str, Any]:
-    """Train the NB201 network of ``ops`` on ``data`` with ``recipe`` (default: the ``cpu`` preset).
-
-    Returns a dict: ``arch`` (NB201 string), ``seed``, ``recipe`` (its key), ``val_acc`` and
-    ``test_acc`` (percent; ``test_acc`` None without a test split), ``params`` (millions),
-    ``seconds`` (wall time), ``status`` (``ok`` or ``failed``) and ``reason`` ("" when ok).
-    A NaN/infinite loss or running out of memory gives ``status="failed"``, not an exception.
-    TensorBoard curves (loss, accuracy, val accuracy per epoch) go under ``log_dir`` when given,
-    as ``log_dir/<recipe key>/<arch label>/seed<seed>`` (:func:`arch_label`), with the architecture,
-    dataset, recipe and seed as hyperparameters and the final ``val_acc`` as their metric
-    (``hp/val_acc``); ``callbacks`` are passed to the Trainer.
-
-    Raises:
-        UserError: for a malformed cell or a training subset smaller than the number of classes.
-    """
-    import lightning as L
-
-    recipe = recipe or PRESETS["cpu"]
-    ops = validate_ops(ops)
-    start = time.perf_counter()
-    x, y = data.train
-    if recipe.max_train_images is not None:
-        if recipe.max_train_images < data.num_classes:
-            raise UserError(f"recipe max_train_images={recipe.max_train_images} is below the {data.num_classes} classes; give at least one image per class")
-        keep = balanced_subset(y, recipe.max_train_images, recipe.subset_seed)
-        x, y = x[keep], y[keep]
-    result: dict[str, Any] = {"arch": arch_string(ops), "seed": recipe.seed, "recipe": recipe.key, "val_acc": None, "test_acc": None}
-    with _quiet_and_deterministic(recipe.deterministic, recipe.seed, recipe.threads):
-        mean, std = channel_stats(x)
-        net = build_network(ops, C=recipe.C, N=recipe.N, num_classes=data.num_classes, in_channels=data.in_channels)
-        result["params"] = count_params(net)
-        module = CandidateModule(
-            net, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay, nesterov=recipe.nesterov,
-            schedule=recipe.schedule, total_steps=recipe.epochs * steps_per_epoch(len(y), recipe.batch_size),
-            mean=mean, std=std, resolution=recipe.resolution, augment=recipe.augment, crop_padding=recipe.crop_padding,
-            seed=recipe.seed,
-        )
-        logger: Any = False if log_dir is None else _candidate_logger(ops, data, recipe, log_dir)
-        eval_batch = max(recipe.batch_size, 512)
-        val_loader = make_loader(*data.val, eval_batch, None)
-        trainer = L.Trainer(
-            accelerator=accelerator, devices=1, max_epochs=recipe.epochs, logger=logger, enable_checkpointing=False,
-            enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, callbacks=callbacks,
-            benchmark=not recipe.deterministic, log_every_n_steps=max(1, min(50, steps_per_epoch(len(y), recipe.batch_size))),
-        )
-        try:
-            trainer.fit(module, make_loader(x, y, recipe.batch_size, recipe.seed), val_loader if logger else None)
-            result["val_acc"] = float(trainer.validate(module, val_loader, verbose=False)[0]["val_acc"])
-            if data.test is not None:
-                result["test_acc"] = float(trainer.test(module, make_loader(*data.test, eval_batch, None), verbose=False)[0]["test_acc"])
-            result.update(status="ok", reason="")
-            if logger:  # the hyperparameters with their outcome, for TensorBoard's HPARAMS view
-                logger.log_hyperparams(logger.hparams, metrics={"hp/val_acc": result["val_acc"]})
-                logger.finalize("success")
-        except NonFiniteLossError as err:
-            result.update(status="failed", reason=str(err))
-        except (RuntimeError, MemoryError) as err:
-            if not _is_oom(err):
-                raise
-            result.update(status="failed", reason=f"out of memory: {str(err).splitlines()[0][:200]}")
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-    result["seconds"] = time.perf_counter() - start
-    val = "-" if result["val_acc"] is None else f"{result['val_acc']:.2f} %"
-    log.info("%s seed %d: %s, val %s (%.1f s)", result["arch"], recipe.seed, result["status"], val, result["seconds"])
-    return result

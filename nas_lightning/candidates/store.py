@@ -37,7 +37,7 @@ from nas_lightning.candidates.store_guard import SCHEMA_VERSION, check_store, wa
 log = logging.getLogger(__name__)
 
 COLUMNS: tuple[str, ...] = (
-    "arch", "dataset", "recipe", "seed", "val_acc", "test_acc", "params", "seconds", "status", "reason", "finished_at", "node",
+    "arch", "dataset", "recipe", "seed", "val_acc", "test_acc", "params", "seconds", "status", "reason", "finished_at", "node", "curve",
 )
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
@@ -54,8 +54,30 @@ CREATE TABLE IF NOT EXISTS results (
     reason TEXT NOT NULL DEFAULT '',
     finished_at TEXT NOT NULL,
     node TEXT NOT NULL DEFAULT '',
+    curve TEXT NOT NULL DEFAULT '',
     UNIQUE (arch, dataset, recipe, seed)
 )
+"""
+_PROGRESS = """
+CREATE TABLE IF NOT EXISTS progress (
+    arch TEXT NOT NULL,
+    dataset TEXT NOT NULL,
+    recipe TEXT NOT NULL,
+    seed INTEGER NOT NULL,
+    epochs INTEGER NOT NULL,
+    curve TEXT NOT NULL,
+    seconds REAL NOT NULL,
+    snapshot BLOB NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (arch, dataset, recipe, seed)
+)
+"""
+_SAVE_PROGRESS = """
+INSERT INTO progress (arch, dataset, recipe, seed, epochs, curve, seconds, snapshot, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (arch, dataset, recipe, seed) DO UPDATE SET
+    epochs = excluded.epochs, curve = excluded.curve, seconds = excluded.seconds, snapshot = excluded.snapshot,
+    updated_at = excluded.updated_at
+WHERE excluded.epochs > progress.epochs
 """
 _INSERT = f"""
 INSERT INTO results ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})
@@ -70,6 +92,11 @@ CREATE TABLE IF NOT EXISTS descriptions (
     description TEXT NOT NULL
 )
 """
+
+
+def _parsed(row: dict[str, Any]) -> dict[str, Any]:
+    row["curve"] = json.loads(row["curve"]) if row.get("curve") else []
+    return row
 
 
 def _now() -> str:
@@ -97,7 +124,7 @@ class ResultStore:
         self._conn.row_factory = sqlite3.Row
 
     def _prepare(self) -> None:
-        """WAL journal, full sync, the current schema (a version 1 file gains ``node``, any file ``descriptions``)."""
+        """WAL journal, full sync, the current schema (older files gain ``node``, ``curve``, ``descriptions``, ``progress``)."""
         conn = self._conn
         if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
             conn.execute("PRAGMA journal_mode=WAL")
@@ -106,10 +133,16 @@ class ResultStore:
         with conn:
             if "results" not in tables:
                 conn.execute(_SCHEMA)
-            elif "node" not in {r[1] for r in conn.execute("PRAGMA table_info(results)")}:
-                conn.execute("ALTER TABLE results ADD COLUMN node TEXT NOT NULL DEFAULT ''")
+            else:
+                have = {r[1] for r in conn.execute("PRAGMA table_info(results)")}
+                if "node" not in have:
+                    conn.execute("ALTER TABLE results ADD COLUMN node TEXT NOT NULL DEFAULT ''")
+                if "curve" not in have:
+                    conn.execute("ALTER TABLE results ADD COLUMN curve TEXT NOT NULL DEFAULT ''")
             if "descriptions" not in tables:
                 conn.execute(_DESCRIPTIONS)
+            if "progress" not in tables:
+                conn.execute(_PROGRESS)
             if conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
@@ -143,6 +176,7 @@ class ResultStore:
             str(arch), str(dataset), str(recipe), int(seed),
             *(None if result.get(k) is None else float(result[k]) for k in ("val_acc", "test_acc", "params", "seconds")),
             status, str(result.get("reason") or ""), str(result.get("finished_at") or _now()), str(result.get("node") or ""),
+            json.dumps(result["curve"]) if result.get("curve") else "",
         )
         described = [(h, kind, json.dumps(descriptions[kind], sort_keys=True))
                      for kind, h in (("dataset", row[1]), ("recipe", row[2])) if descriptions and kind in descriptions]
@@ -150,6 +184,8 @@ class ResultStore:
         def write() -> bool:
             with self._conn:
                 done = self._conn.execute(_INSERT, row).rowcount > 0
+                if done and status == "ok":  # a stopped training of the key is finished now
+                    self._conn.execute("DELETE FROM progress WHERE arch = ? AND dataset = ? AND recipe = ? AND seed = ?", row[:4])
                 self._conn.executemany("INSERT OR IGNORE INTO descriptions (hash, kind, description) VALUES (?, ?, ?)", described)
             return done
 
@@ -163,11 +199,30 @@ class ResultStore:
         return self.put(result["arch"], dataset, result["recipe"], result["seed"], result)
 
     def get(self, arch: str, dataset: str, recipe: str, seed: int) -> dict[str, Any] | None:
-        """The finished record of a key, or None."""
+        """The finished record of a key (``curve`` parsed: ``[val_acc, seconds]`` per epoch, ``[]``
+        where not recorded), or None."""
         query = f"SELECT {', '.join(COLUMNS)} FROM results WHERE arch = ? AND dataset = ? AND recipe = ? AND seed = ?"
         key = (str(arch), str(dataset), str(recipe), int(seed))
         found = self._wait(lambda: self._conn.execute(query, key).fetchone(), "read it")
-        return dict(found) if found is not None else None
+        return None if found is None else _parsed(dict(found))
+
+    def save_progress(self, arch: str, dataset: str, recipe: str, seed: int, result: Mapping[str, Any]) -> None:
+        """Keep a stopped training (its ``epochs``, ``curve``, ``seconds`` and ``snapshot``) so that it
+        can be continued later, in its own committed transaction; a later stop replaces an earlier one."""
+        row = (str(arch), str(dataset), str(recipe), int(seed), int(result["epochs"]), json.dumps(result["curve"]),
+               float(result["seconds"]), bytes(result["snapshot"]), _now())
+        self._wait(lambda: self._commit(_SAVE_PROGRESS, row), f"keep the stopped training of {arch}")
+
+    def progress(self, arch: str, dataset: str, recipe: str, seed: int) -> dict[str, Any] | None:
+        """A stopped training of a key not finished yet (``epochs``, ``curve``, ``seconds``, ``snapshot``), or None."""
+        query = "SELECT epochs, curve, seconds, snapshot FROM progress WHERE arch = ? AND dataset = ? AND recipe = ? AND seed = ?"
+        key = (str(arch), str(dataset), str(recipe), int(seed))
+        found = self._wait(lambda: self._conn.execute(query, key).fetchone(), "read it")
+        return None if found is None else {**dict(found), "curve": json.loads(found["curve"])}
+
+    def _commit(self, sql: str, row: tuple[Any, ...]) -> None:
+        with self._conn:
+            self._conn.execute(sql, row)
 
     def description(self, key: str) -> dict[str, Any] | None:
         """What a ``dataset`` or ``recipe`` hash of this store stands for (``kind`` and its
@@ -182,8 +237,8 @@ class ResultStore:
         return {r["hash"]: {"kind": r["kind"], "description": json.loads(r["description"])} for r in rows}
 
     def rows(self) -> list[dict[str, Any]]:
-        """Every record, oldest first."""
-        return [dict(r) for r in self._conn.execute(f"SELECT {', '.join(COLUMNS)} FROM results ORDER BY id")]
+        """Every record, oldest first (``curve`` parsed)."""
+        return [_parsed(dict(r)) for r in self._conn.execute(f"SELECT {', '.join(COLUMNS)} FROM results ORDER BY id")]
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return iter(self.rows())
@@ -193,7 +248,7 @@ class ResultStore:
 
     def write_csv(self, path: str | Path) -> int:
         """Export every record to a CSV file (header = :data:`COLUMNS`); returns the row count."""
-        rows = self.rows()
+        rows = [{**r, "curve": json.dumps(r["curve"]) if r["curve"] else ""} for r in self.rows()]
         with open(path, "w", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, fieldnames=COLUMNS)
             writer.writeheader()

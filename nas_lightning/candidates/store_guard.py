@@ -23,12 +23,14 @@ from nas_lightning.files import check_writable
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-SCHEMA_VERSION = 2  # 2: the node a training ran on (version 1 files gain the column when opened)
+SCHEMA_VERSION = 3  # 2: the node a training ran on; 3: validation curves and stopped trainings (older files gain them when opened)
 KEY = ("arch", "dataset", "recipe", "seed")
 RESULTS_V1 = ("id", *KEY, "val_acc", "test_acc", "params", "seconds", "status", "reason", "finished_at")
 RESULTS_V2 = (*RESULTS_V1, "node")
+RESULTS_V3 = (*RESULTS_V2, "curve")
 DESCRIPTIONS = ("hash", "kind", "description")
-TABLES = {"results": (RESULTS_V1, RESULTS_V2), "descriptions": (DESCRIPTIONS,)}
+PROGRESS = (*KEY, "epochs", "curve", "seconds", "snapshot", "updated_at")
+TABLES = {"results": (RESULTS_V1, RESULTS_V2, RESULTS_V3), "descriptions": (DESCRIPTIONS,), "progress": (PROGRESS,)}
 _HEADER = b"SQLite format 3\x00"
 _BUSY = (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED
 

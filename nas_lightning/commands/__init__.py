@@ -1,4 +1,4 @@
-"""The ``search.py`` command line: six subcommands on jsonargparse, one small module each.
+"""The ``search.py`` command line: seven subcommands on jsonargparse, one small module each.
 
     python search.py tasks    [--task SPEC]
     python search.py compare  --task SPEC --strategy meta,rea,random --budget N --seeds S --ckpt CKPT --out DIR
@@ -7,6 +7,7 @@
     python search.py suggest  --ckpt CKPT --k K [--task SPEC]
     python search.py predict  --task csv:FILE --ckpt CKPT --out FILE.csv
     python search.py constrained --accuracy SPEC --latency csv:FILE --limit 20 --ckpt CKPT [--ask N] [--out FILE]
+    python search.py tabulate --task train:DATASET --cells N --out DIR [--oracle.* ...]
 
 Each subcommand takes ``--config FILE.yaml`` and ``--print_config`` as ``train.py`` does. Options
 are spelt with underscores (``--support_archs``); the dashed spelling (``--support-archs``) is
@@ -30,6 +31,7 @@ from nas_lightning.commands.constrained import constrained
 from nas_lightning.commands.predict import predict
 from nas_lightning.commands.rank import rank
 from nas_lightning.commands.suggest import suggest
+from nas_lightning.commands.tabulate import tabulate
 from nas_lightning.commands.tasks import tasks
 from nas_lightning import __version__
 from nas_lightning.errors import UserError
@@ -37,7 +39,7 @@ from nas_lightning.interrupt import on_signals
 from nas_lightning.parse_messages import one_line
 
 COMMANDS: dict[str, Callable[..., int]] = {"tasks": tasks, "compare": compare, "rank": rank, "suggest": suggest,
-                                           "predict": predict, "constrained": constrained}
+                                           "predict": predict, "constrained": constrained, "tabulate": tabulate}
 
 
 class _Parser(ArgumentParser):

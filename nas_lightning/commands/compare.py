@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from nas_lightning.commands.common import check_runs, device as pick_device, pretrained_for, seen_note, source_for
+from nas_lightning.commands.fidelity_compare import MULTI_FIDELITY, format_fidelity, run_fidelity_comparison, write_fidelity
 from nas_lightning.commands.trained_compare import run_training_comparison
 from nas_lightning.candidates.ray_pool import check_address
 from nas_lightning.candidates.store_guard import check_store
@@ -15,6 +16,7 @@ from nas_lightning.models.checkpoint import load_predictor
 from nas_lightning.models.scoring import FineTuneOptions, PredictorScorer
 from nas_lightning.oracles import OracleFactory, OracleSettings
 from nas_lightning.search import make_strategy
+from nas_lightning.search.asha import AshaOptions
 from nas_lightning.search.meta import MetaOptions
 from nas_lightning.search.runner import format_table, run_comparison, write_results
 from nas_lightning.tasks.spec import is_training_spec
@@ -23,7 +25,8 @@ from nas_lightning.tasks.spec import is_training_spec
 def compare(task: str, strategy: str = "meta,rea,random", budget: int = 100, seeds: int = 10,
             ckpt: str | None = None, source: str | None = None, out: str | None = None, device: str = "auto",
             meta: MetaOptions = MetaOptions(), pretrain: FineTuneOptions = FineTuneOptions(),
-            oracle: OracleSettings = OracleSettings()) -> int:
+            oracle: OracleSettings = OracleSettings(), budget_epochs: int | None = None,
+            asha: AshaOptions = AshaOptions()) -> int:
     """Search TASK with each strategy, once per seed with a fresh oracle; print the table and
     write results.json and regret.png (best_so_far.png for a train: task).
 
@@ -39,6 +42,9 @@ def compare(task: str, strategy: str = "meta,rea,random", budget: int = 100, see
         meta: how meta (and pretrain) search with the predictor.
         pretrain: the pretrain baseline's checkpoint and fine-tuning.
         oracle: how the target answers (noisy tables; for train: tasks the recipe, store and Ray workers).
+        budget_epochs: train: tasks: a budget in epochs of training instead of queries (full-training
+            strategies spend the recipe's epochs per candidate; asha, asha-meta and tune-asha what they use).
+        asha: the rungs of asha, asha-meta and tune-asha (with --budget_epochs).
     """
     training = is_training_spec(task)
     ray = oracle.ray
@@ -59,11 +65,20 @@ def compare(task: str, strategy: str = "meta,rea,random", budget: int = 100, see
     if budget > target.size:
         raise UserError(f"--budget {budget} exceeds the task's {target.size} architectures; lower it")
     names = [n.strip() for n in strategy.split(",") if n.strip()]
-    module = load_predictor(ckpt, dev, target.space) if ckpt and "meta" in names else None
+    staged = [n for n in names if n in MULTI_FIDELITY]
+    if budget_epochs is not None and not training:
+        raise UserError("--budget_epochs is a budget in training epochs: use it with a train:... task")
+    if staged and budget_epochs is None:
+        raise UserError(f"{staged[0]} stops and continues trainings: give a budget in epochs with --budget_epochs N")
+    if budget_epochs is not None and budget_epochs < target.recipe.epochs:
+        raise UserError(f"--budget_epochs {budget_epochs} is below one full training ({target.recipe.epochs} epochs); raise it")
+    if "asha-meta" in names and not ckpt:
+        raise UserError("asha-meta needs --ckpt (a predictor checkpoint from train.py)")
+    module = load_predictor(ckpt, dev, target.space) if ckpt and ("meta" in names or "asha-meta" in names) else None
     baseline = pretrained_for(pretrain, target, device) if "pretrain" in names else None
     predictors = {"meta": module, "pretrain": baseline}
     factories = {}
-    for name in names:
+    for name in [n for n in names if n not in MULTI_FIDELITY] + (["meta"] if "asha-meta" in names and "meta" not in names else []):
         given = predictors.get(name)
         make_strategy(name, source=fixed_source, scorer=(lambda *a: None) if given is not None else None)  # validate early
         if name in predictors:
@@ -71,6 +86,15 @@ def compare(task: str, strategy: str = "meta,rea,random", budget: int = 100, see
             factories[name] = lambda s=scorer, n=name: make_strategy(n, scorer=s, batch=meta.batch, beta=meta.beta)
         else:
             factories[name] = lambda n=name: make_strategy(n, source=fixed_source)
+    if budget_epochs is not None:  # the store opens only now: bad input never leaves a database behind
+        results = run_fidelity_comparison(target, names, lambda n: factories[n](), budget_epochs, seeds, factory, asha)
+        print(format_fidelity(results))
+        if out:
+            write_fidelity(results, Path(out))
+        written = [(Path(out) / "results.json", "every run's answers and best pick"),
+                   (Path(out) / "best_vs_compute.png", "mean best against epochs spent")] if out else []
+        print_written(written + [(factory.store_path, "finished and stopped trainings; a rerun reuses them")])
+        return 0
     if training:  # the store opens only now: bad input never leaves a database behind
         results = run_training_comparison(target, factories, budget, seeds, factory, out)
     else:

@@ -109,11 +109,10 @@ class OracleFactory:
             self._pool = RayPool(self.settings.ray)
         return self._pool
 
-    def start_pool(self) -> None:
-        """Start (or join) the Ray instance now, when the settings ask for Ray: a bad address or
-        too few resources fail here, before any file is written."""
-        if self.settings.ray.enabled:
-            self._ray_pool()
+    def start_pool(self) -> RayPool | None:
+        """Start (or join) the Ray instance now, when the settings ask for Ray (else ``None``): a bad
+        address or too few resources fail here, before any file is written."""
+        return self._ray_pool() if self.settings.ray.enabled else None
 
     def oracle(self, target: Target, seed: int = 0, progress: str | None = None) -> Oracle:
         """A fresh oracle of ``target``.

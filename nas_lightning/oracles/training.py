@@ -26,7 +26,8 @@ from typing import Any
 
 from nas_lightning.candidates.datasets import ImageData
 from nas_lightning.candidates.ray_pool import LOST, RayPool
-from nas_lightning.candidates.recipe import Recipe, train_candidate
+from nas_lightning.candidates.recipe import Recipe
+from nas_lightning.candidates.train import train_candidate
 from nas_lightning.candidates.store import ResultStore
 from nas_lightning.oracles.base import Oracle
 from nas_lightning.spaces import NB201, SearchSpace
