@@ -6,6 +6,8 @@
     python search.py suggest  --ckpt CKPT --k 10 [--task SPEC]
     python search.py predict  --task csv:FILE --ckpt CKPT --out FILE.csv
     python search.py constrained --accuracy nb201/cifar100/val_acc --latency csv:FILE --limit 20 --ckpt CKPT
+    python search.py tabulate --task train:digits --cells 500 --out DIR
+    python search.py compare  --task train:digits --strategy asha-meta,tune-asha,random --budget_epochs 300 --ckpt CKPT --out DIR
 """
 
 from __future__ import annotations

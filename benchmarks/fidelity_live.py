@@ -53,7 +53,7 @@ def run(tiny: bool = False, device: str = "cpu", ckpt_dir: str | None = None, se
         try:
             for seed in range(seeds):
                 t0 = time.perf_counter()
-                answers = run_tune_asha(live_trial(data, recipe), NB201.all_indices(), recipe.epochs, budget, grace, ETA, seed,
+                answers = run_tune_asha(live_trial(data, recipe, "cpu"), NB201.all_indices(), recipe.epochs, budget, grace, ETA, seed,
                                         workers, pool=pool)
                 runs["tune-asha"].append(_one(answers, recipe.epochs, budget, time.perf_counter() - t0))
                 t0 = time.perf_counter()

@@ -197,3 +197,38 @@ def test_missing_dataset_files_say_where_they_go(tmp_path: Path) -> None:
 def test_a_single_class_pool_is_refused() -> None:
     x = torch.zeros(6, 1, 4, 4, dtype=torch.uint8)
     assert "two classes" in _one_line_user_error(lambda: from_arrays("t", x, torch.zeros(6), ("a",)))
+
+
+def test_image_folder_is_mapped_from_disk_decoded_once(tmp_path: Path, monkeypatch) -> None:
+    root = tmp_path / "imgs"
+    g = np.random.default_rng(0)
+    pixels = {}
+    for c in ("a", "b"):
+        (root / c).mkdir(parents=True)
+        for i in range(6):
+            arr = g.integers(0, 256, (9, 7, 3), dtype=np.uint8)
+            Image.fromarray(arr).save(root / c / f"{i}.png")
+            pixels[(c, i)] = arr
+    d = load_dataset("folder", root, val_fraction=0.5)
+    seen = {tuple(x.permute(1, 2, 0).reshape(-1).tolist()) for x in torch.cat([d.train.images, d.val.images])}
+    assert seen == {tuple(a.reshape(-1).tolist()) for a in pixels.values()}  # every image, exactly as PIL decodes it
+    ptr = d.train.images.data_ptr()  # the pixels live in the mapped file of decoded images, not in memory of their own
+    maps = [ln.split() for ln in Path("/proc/self/maps").read_text().splitlines() if ln.rstrip().endswith(".u8")]
+    assert any(int(m[0].split("-")[0], 16) <= ptr < int(m[0].split("-")[1], 16) for m in maps)
+    opened = []
+    real = Image.open
+    monkeypatch.setattr(Image, "open", lambda *a, **k: opened.append(a[0]) or real(*a, **k))
+    again = load_dataset("folder", root, val_fraction=0.5)
+    assert len(opened) == 12 and again.fingerprint == d.fingerprint  # headers probed, pixels not decoded again
+    Image.fromarray(pixels[("a", 0)][::-1].copy()).save(root / "a" / "0.png")  # a changed file: decoded anew
+    assert load_dataset("folder", root, val_fraction=0.5).fingerprint != d.fingerprint
+
+
+def test_channel_stats_in_chunks_match_one_pass(monkeypatch) -> None:
+    from nas_lightning.candidates import candidate
+
+    x = torch.randint(0, 256, (50, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    mean, std = candidate.channel_stats(x)
+    monkeypatch.setattr(candidate, "CHUNKED_STATS", 500)
+    cmean, cstd = candidate.channel_stats(x)
+    assert torch.allclose(mean, cmean, atol=1e-6) and torch.allclose(std, cstd, atol=1e-6)

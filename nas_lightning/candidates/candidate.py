@@ -66,10 +66,29 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
     return steps - 1 if n % batch_size == 1 and n > 1 else steps
 
 
+CHUNKED_STATS = 1 << 26  # above this many values, channel statistics are accumulated in chunks
+
+
 def channel_stats(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and std of ``uint8`` images in ``[0, 1]`` units (std floored at 1e-3)."""
-    x = images.float().div_(255.0).transpose(0, 1).flatten(1)
-    return x.mean(1), x.std(1).clamp_min(1e-3)
+    """Per-channel mean and std of ``uint8`` images in ``[0, 1]`` units (std floored at 1e-3).
+
+    Up to :data:`CHUNKED_STATS` values in one float32 pass (as always: the same statistics, so the same
+    trainings, as stores made earlier); above it in chunks of images with float64 sums, so a large
+    image folder mapped from disk is never copied whole into memory as floats."""
+    if images.numel() <= CHUNKED_STATS:
+        x = images.float().div_(255.0).transpose(0, 1).flatten(1)
+        return x.mean(1), x.std(1).clamp_min(1e-3)
+    c = images.shape[1]
+    total, sq, n = torch.zeros(c, dtype=torch.float64), torch.zeros(c, dtype=torch.float64), 0
+    step = max(1, CHUNKED_STATS // max(1, images[0].numel()))
+    for i in range(0, len(images), step):
+        x = images[i:i + step].double().div_(255.0).transpose(0, 1).flatten(1)
+        total += x.sum(1)
+        sq += x.square().sum(1)
+        n += x.shape[1]
+    mean = total / n
+    var = (sq - n * mean.square()) / max(n - 1, 1)
+    return mean.float(), var.clamp_min(0).sqrt().float().clamp_min(1e-3)
 
 
 def augment(x: torch.Tensor, kind: str, padding: int, gen: torch.Generator) -> torch.Tensor:

@@ -96,7 +96,8 @@ class ImageData:
         h.update("\x00".join(self.classes).encode())
         for part, (x, y) in self.splits().items():
             h.update(f"|{part}:{tuple(x.shape)}|".encode())
-            h.update(x.contiguous().numpy().tobytes())
+            for i in range(0, len(x), 4096):  # in chunks: a folder's images may be mapped from disk, not in memory
+                h.update(x[i:i + 4096].contiguous().numpy())
             h.update(y.contiguous().numpy().astype("<i8").tobytes())
         return h.hexdigest()
 
@@ -147,6 +148,25 @@ def _subset(x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> Split:
     return Split(x[idx].contiguous(), y[idx].contiguous())
 
 
+def split_parts(name: str, labels: torch.Tensor, val_fraction: float, test_fraction: float, split_seed: int) -> list[torch.Tensor]:
+    """Indices of the train, val and (``test_fraction`` > 0) test parts of a seeded stratified split.
+
+    Raises:
+        UserError: for fractions out of range, fewer than two classes, or an empty val split.
+    """
+    val_fraction = check_fraction("val_fraction", val_fraction)
+    test_fraction = check_fraction("test_fraction", test_fraction, low_open=False)
+    if val_fraction + test_fraction >= 1.0:
+        raise UserError(f"val_fraction + test_fraction = {val_fraction + test_fraction} leaves no training images; keep the sum below 1")
+    if len(torch.unique(labels)) < 2:
+        raise UserError(f"{name} has {len(torch.unique(labels))} class(es); a classifier needs images of at least two classes")
+    fractions = (val_fraction, test_fraction) if test_fraction > 0 else (val_fraction,)
+    parts = stratified_split(labels, fractions, split_seed)
+    if len(parts[1]) == 0:
+        raise UserError(f"{name}: val_fraction={val_fraction} puts no image in the val split; raise it or add images")
+    return parts
+
+
 def from_arrays(
     name: str,
     images: torch.Tensor | np.ndarray,
@@ -164,17 +184,8 @@ def from_arrays(
     Raises:
         UserError: for fractions out of range, fewer than two classes, or an empty val split.
     """
-    val_fraction = check_fraction("val_fraction", val_fraction)
-    test_fraction = check_fraction("test_fraction", test_fraction, low_open=False)
-    if val_fraction + test_fraction >= 1.0:
-        raise UserError(f"val_fraction + test_fraction = {val_fraction + test_fraction} leaves no training images; keep the sum below 1")
     x, y = torch.as_tensor(images), torch.as_tensor(labels).long()
-    if len(torch.unique(y)) < 2:
-        raise UserError(f"{name} has {len(torch.unique(y))} class(es); a classifier needs images of at least two classes")
-    fractions = (val_fraction, test_fraction) if test_fraction > 0 else (val_fraction,)
-    parts = stratified_split(y, fractions, split_seed)
-    if len(parts[1]) == 0:
-        raise UserError(f"{name}: val_fraction={val_fraction} puts no image in the val split; raise it or add images")
+    parts = split_parts(name, y, val_fraction, test_fraction, split_seed)
     test_split = _subset(x, y, parts[2]) if test_fraction > 0 else test
     return ImageData(name, _subset(x, y, parts[0]), _subset(x, y, parts[1]), test_split, tuple(classes))
 

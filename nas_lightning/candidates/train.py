@@ -150,7 +150,8 @@ def train_candidate(
         if recipe.max_train_images < data.num_classes:
             raise UserError(f"recipe max_train_images={recipe.max_train_images} is below the {data.num_classes} classes; give at least one image per class")
         keep = balanced_subset(y, recipe.max_train_images, recipe.subset_seed)
-        x, y = x[keep], y[keep]
+        if len(keep) < len(y):  # a subset (all of them: no copy of images mapped from disk)
+            x, y = x[keep], y[keep]
     result: dict[str, Any] = {"arch": arch_string(ops), "seed": recipe.seed, "recipe": recipe.key, "val_acc": None, "test_acc": None,
                               "epochs": done, "curve": [] if state is None else [list(p) for p in state["curve"]], "snapshot": None}
     with _quiet_and_deterministic(recipe.deterministic, recipe.seed, recipe.threads):

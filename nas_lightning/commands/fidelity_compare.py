@@ -52,8 +52,9 @@ def run_fidelity_comparison(target: TrainingTarget, names: list[str], make: Call
                 start = time.perf_counter()
                 gen = torch.Generator().manual_seed(seed)
                 if name == "tune-asha":
+                    resources = {"cpu": ray.trial_cpus, "gpu": ray.trial_gpus} if ray.enabled else None
                     answers, trained = run_tune_asha(live_trial(target.data, recipe), NB201.all_indices(), recipe.epochs, budget,
-                                                     asha.grace, asha.eta, seed, workers, pool=pool), None
+                                                     asha.grace, asha.eta, seed, workers, pool=pool, resources=resources), None
                 else:
                     oracle = TrainingCurves(target.data, recipe, factory.store, budget, workers, pool, name=target.name)
                     if name == "asha":

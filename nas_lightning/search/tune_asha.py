@@ -38,7 +38,7 @@ def _replay_trial(config: dict[str, Any], curves: dict[int, list[tuple[float, fl
         before = seconds
 
 
-def _live_trial(config: dict[str, Any], data: Any, recipe: Any) -> None:
+def _live_trial(config: dict[str, Any], data: Any, recipe: Any, accelerator: str) -> None:
     import lightning as L
     from ray import tune
 
@@ -53,16 +53,18 @@ def _live_trial(config: dict[str, Any], data: Any, recipe: Any) -> None:
 
     torch.set_num_threads(recipe.threads)
     ops = tuple(NB201.OPS[o] for o in NB201.choices(config["arch"]).tolist())
-    train_candidate(ops, data, recipe, accelerator="cpu", callbacks=[Report()])
+    train_candidate(ops, data, recipe, accelerator=accelerator, callbacks=[Report()])
 
 
 def run_tune_asha(trial: tuple[Callable[..., None], dict[str, Any]], archs: torch.Tensor, max_epochs: int, budget: int, grace: int, eta: int,
-                  seed: int, workers: int = 1, pool: RayPool | None = None) -> list[Answer]:
+                  seed: int, workers: int = 1, pool: RayPool | None = None,
+                  resources: dict[str, float] | None = None) -> list[Answer]:
     """Tune's ASHA with random search until ``budget`` epochs are reported; every report as an
     :class:`Answer` in the order Tune handed it over (``epochs`` = the trial's epoch).
 
     ``trial`` is a trial function and its fixed arguments (:func:`replay_trial`, :func:`live_trial`);
     Ray starts (loopback only) before Tune is imported, unless ``pool`` is a running instance.
+    ``resources`` are what one trial asks for (default one CPU).
     """
     own = pool is None
     pool = pool or RayPool(RaySettings(workers=workers))
@@ -96,7 +98,7 @@ def run_tune_asha(trial: tuple[Callable[..., None], dict[str, Any]], archs: torc
         with tempfile.TemporaryDirectory(prefix="tune-asha-") as folder:
             scheduler = ASHAScheduler(time_attr="training_iteration", max_t=max_epochs, grace_period=grace, reduction_factor=eta)
             tuner = tune.Tuner(
-                tune.with_resources(tune.with_parameters(trial[0], **trial[1]), {"cpu": 1}),
+                tune.with_resources(tune.with_parameters(trial[0], **trial[1]), resources or {"cpu": 1}),
                 param_space={"arch": tune.choice(archs.tolist())},
                 tune_config=tune.TuneConfig(metric="val_acc", mode="max", scheduler=scheduler, num_samples=budget // grace + 1,
                                             search_alg=BasicVariantGenerator(random_state=seed), max_concurrent_trials=workers,
@@ -158,6 +160,6 @@ def replay_trial(table: CurveTable) -> tuple[Callable[..., None], dict[str, Any]
     return _replay_trial, {"curves": curves}
 
 
-def live_trial(data: Any, recipe: Any) -> tuple[Callable[..., None], dict[str, Any]]:
-    """The live trial: trains the cell with ``recipe`` on ``data``."""
-    return _live_trial, {"data": data, "recipe": recipe}
+def live_trial(data: Any, recipe: Any, accelerator: str = "auto") -> tuple[Callable[..., None], dict[str, Any]]:
+    """The live trial: trains the cell with ``recipe`` on ``data`` (Lightning's ``accelerator``)."""
+    return _live_trial, {"data": data, "recipe": recipe, "accelerator": accelerator}
