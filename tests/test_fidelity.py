@@ -270,3 +270,40 @@ def test_asha_compare_survives_kill_9(tmp_path: Path) -> None:
     assert decisions(resumed) == decisions(straight)
     trained = lambda r: sum(run["epochs_trained_now"] for s in r["strategies"].values() for run in s["runs"])  # noqa: E731
     assert trained(resumed) == trained(straight) - stored > 0
+
+
+TINY_RECIPE = ["--oracle.recipe.epochs", "3", "--oracle.recipe.C", "2", "--oracle.recipe.N", "1",
+               "--oracle.recipe.max_train_images", "40", "--oracle.recipe.batch_size", "20"]
+
+
+def test_tabulate_writes_a_curve_table_and_reuses_the_store(tmp_path: Path, capsys) -> None:
+    from nas_lightning.commands import main
+
+    out = tmp_path / "tab"
+    assert main(["tabulate", "--task", "train:digits", "--cells", "3", "--out", str(out), *TINY_RECIPE]) == 0
+    table = read_table(out / "cells.csv")
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(table.archs) == summary["cells"] == summary["trained_now"] == 3 and table.epochs == 3
+    assert set(summary["rung_spearman"]) == {"1", "2"} and summary["val_acc"]["max"] == float(table.final.max())
+    assert main(["tabulate", "--task", "train:digits", "--cells", "4", "--out", str(out), *TINY_RECIPE]) == 0
+    again = json.loads((out / "summary.json").read_text())
+    assert again["cells"] == 4 and again["trained_now"] == 1  # the first three cells are the same, from the store
+    assert "csv:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["tabulate", "--task", "nb201/cifar10/val_acc"], "train:<dataset>"),
+    (["tabulate", "--task", "train:digits", "--cells", "1"], "at least 2"),
+    (["compare", "--task", "nb201/cifar10/val_acc", "--strategy", "random", "--budget_epochs", "40"], "train:"),
+    (["compare", "--task", "train:digits", "--strategy", "asha"], "--budget_epochs"),
+    (["compare", "--task", "train:digits", "--strategy", "random", "--budget_epochs", "5"], "below one full training"),
+    (["compare", "--task", "train:digits", "--strategy", "asha-meta", "--budget_epochs", "40"], "--ckpt"),
+    (["compare", "--task", "train:digits", "--strategy", "asha", "--budget_epochs", "40", "--asha.eta", "1"], "asha.eta"),
+])
+def test_bad_multi_fidelity_input_is_one_line(tmp_path: Path, argv: list[str], words: str) -> None:
+    from nas_lightning.commands import main
+
+    with pytest.raises(UserError, match=None) as err:
+        main([*argv, "--out", str(tmp_path / "o")])
+    assert words in str(err.value) and "\n" not in str(err.value)
+    assert not (tmp_path / "o").exists()  # nothing written

@@ -128,3 +128,19 @@ def test_bad_training_inputs(digits) -> None:
         train_candidate(CELL, digits, TINY.replace(max_train_images=5), accelerator="cpu")
     with pytest.raises(UserError):
         train_candidate(("nor_conv_3x3",) * 5, digits, TINY, accelerator="cpu")
+
+
+def test_an_image_folder_defaults_to_the_folder_recipe(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from nas_lightning.oracles import OracleFactory, OracleSettings
+
+    for c in ("a", "b"):
+        (tmp_path / "imgs" / c).mkdir(parents=True)
+        for i, side in enumerate((20, 24, 20, 28, 20)):  # mixed sizes: the folder recipe resizes to 32
+            Image.new("RGB", (side, side), (40 * i, 0, 0)).save(tmp_path / "imgs" / c / f"{i}.png")
+    target = OracleFactory(OracleSettings()).resolve(f"train:imagefolder={tmp_path / 'imgs'}")
+    assert target.recipe == PRESETS["folder"] and target.data.image_size == (32, 32)
+    changed = OracleFactory(OracleSettings(recipe=PRESETS["cpu"].replace(epochs=5, resolution=16))).resolve(f"train:imagefolder={tmp_path / 'imgs'}")
+    assert changed.recipe.epochs == 5 and changed.recipe.C == PRESETS["cpu"].C and changed.data.image_size == (16, 16)
+    assert OracleFactory(OracleSettings()).resolve("train:digits").recipe == PRESETS["cpu"]

@@ -8,6 +8,12 @@ Presets (:data:`PRESETS`):
   one CPU core while connected cells spread well beyond the seed noise
   (``scripts/measure_digits_recipe.py``). These networks are overhead-bound: on a busy 2-core
   machine ``torch.set_num_threads(1)`` is faster than two threads;
+* ``folder`` (the default for ``train:imagefolder=...`` while no recipe field is changed): C=8, N=1,
+  every image resized to 32x32, random crops (padding 4), 20 epochs on a class-balanced subset of
+  at most 2,000 training images: a user's photos are larger and more varied than digits, so a wider
+  first stage and augmentation, a fixed small resolution (mixed sizes train as they are), and enough
+  images per class to rank cells; about a minute or two per candidate on one CPU core
+  (``docs/own-images.md`` has the measured times; raise ``max_train_images`` or the resolution on a GPU);
 * ``200ep``: NAS-Bench-201's training schedule: C=16, N=5, 200 epochs, SGD lr 0.1, Nesterov momentum 0.9,
   weight decay 5e-4, cosine to 0, batch 256, random crop (padding 4) and flip;
 * ``12ep``: the same with NAS-Bench-201's 12-epoch schedule.
@@ -144,6 +150,8 @@ PAPER_SCHEDULE = Recipe(C=16, N=5, epochs=200, batch_size=256, lr=0.1, momentum=
                schedule="cosine", augment="crop_flip", crop_padding=4)
 PRESETS: dict[str, Recipe] = {
     "cpu": Recipe(C=4, N=3, epochs=20, batch_size=32, lr=0.05, max_train_images=360),
+    "folder": Recipe(C=8, N=1, epochs=20, batch_size=64, lr=0.05, resolution=32, augment="crop", crop_padding=4,
+                     max_train_images=2000),
     "200ep": PAPER_SCHEDULE,
     "12ep": PAPER_SCHEDULE.replace(epochs=12),
 }

@@ -38,7 +38,8 @@ class OracleSettings:
 
     Args:
         noisy: table targets: answer one sampled training seed instead of the mean over seeds.
-        recipe: ``train:`` targets: how each candidate network is trained (the ``cpu`` preset;
+        recipe: ``train:`` targets: how each candidate network is trained (the ``cpu`` preset; an image
+            folder's default is the ``folder`` preset, used while no field of the recipe is changed;
             ``configs/nb201_recipe_search.yaml`` holds NAS-Bench-201's for GPUs).
         store: ``train:`` targets: the SQLite file of finished trainings (default: beside the
             command's output); a rerun of a killed search reuses it, and strategies share it.
@@ -88,6 +89,8 @@ class OracleFactory:
             return load_task(spec, csv_dir=self.csv_dir)
         parsed = TrainingSpec.parse(spec)
         recipe, ray = self.settings.recipe, self.settings.ray
+        if parsed.dataset == "folder" and recipe == PRESETS["cpu"]:  # no field changed: the folder default
+            recipe = PRESETS["folder"]
         if ray.enabled:  # part of the store's key: other thread counts give other accuracies
             if recipe.threads not in (1, ray.threads):
                 raise UserError(f"recipe.threads {recipe.threads} disagrees with ray.trial_cpus {ray.trial_cpus:g}: on Ray a "
