@@ -1,5 +1,12 @@
 """An embedded SQLite store of finished trainings, one row per (arch, dataset, recipe, seed).
 
+Each finished row keeps its validation curve (``curve``: accuracy and cumulative seconds after
+every epoch, JSON; empty for rows written before curves were kept). Trainings stopped before the
+recipe's full length (multi-fidelity search) live in a second table, ``progress``: the epochs
+reached, the curve so far and a snapshot to continue from (tensors only, loaded with
+``torch.load(weights_only=True)``: opening a store never runs code); a later stop of the same key
+replaces an earlier one, and finishing the training removes it.
+
 Each row also says which Ray node trained it (``node``; empty for a training in the driver's
 process). Only the driver writes: Ray workers send their results back to it. ``dataset`` and
 ``recipe`` are hashes (the data's fingerprint, :attr:`~nas_lightning.candidates.recipe.Recipe.key`);

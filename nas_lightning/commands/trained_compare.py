@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import logging
 import time
 from pathlib import Path
@@ -74,7 +75,7 @@ def run_training_comparison(target: TrainingTarget, strategies: StrategyFactorie
         with atomic(Path(out) / "trainings.csv") as (tmp,), open(tmp, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["arch"])
             w.writeheader()
-            w.writerows(rows)
+            w.writerows({**r, "curve": json.dumps(r["curve"]) if r.get("curve") else ""} for r in rows)
     log.info("%d distinct candidates, %d trained by this run (the rest from %s)", len(asked), trained, path)
     store.close()
     return results

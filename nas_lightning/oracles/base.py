@@ -9,10 +9,10 @@ architecture is evaluated (``_evaluate``), and, if it can run several at once, h
 (``_start``), finishes (``_finish``) and is cancelled (``_cancel``); the synchronous defaults
 evaluate at submission, so a driver never asks which kind it has.
 
-Fidelity: ``submit(index, fidelity)`` names the fidelity (for training, epochs) an answer is
-wanted at. An oracle lists the fidelities it can answer at in :attr:`Oracle.fidelities` (empty:
-only the full one, the default for every oracle here); one that can continue a candidate from a
-lower fidelity overrides ``_start`` to do so.
+Fidelity: this protocol charges whole evaluations against a budget of architectures. A budget in
+epochs, with candidates stopped early and continued later, is the contract of
+:class:`~nas_lightning.oracles.fidelity.CurveOracle`; :class:`~nas_lightning.oracles.fidelity.FullTrainings`
+shows one as an oracle of this protocol whose every query trains to the full length.
 
 Scoring afterwards (regret, rank correlation) goes through :meth:`Oracle.evaluation_only`, a
 separately named path, which is ``None`` where nothing knows the whole table (then
@@ -30,7 +30,6 @@ from nas_lightning.errors import UserError
 from nas_lightning.spaces import SearchSpace
 from nas_lightning.tasks.task import Task
 
-FULL = None  # the fidelity of a complete evaluation
 
 
 class BudgetExhausted(RuntimeError):
@@ -96,7 +95,7 @@ class Oracle(ABC):
         """Values of new architectures (each asked once, in order, already charged)."""
 
     # how one submitted architecture runs (synchronous defaults: evaluated at submission)
-    def _start(self, index: int, fidelity: int | None) -> Any:
+    def _start(self, index: int) -> Any:
         """Start evaluating a charged architecture; what :meth:`_finish` needs to wait for it."""
         return self._evaluate([index])[0]
 
@@ -132,11 +131,6 @@ class Oracle(ABC):
     def workers(self) -> int | None:
         """Evaluations this oracle runs at once (``None``: one at a time, a sequential search)."""
         return None
-
-    @property
-    def fidelities(self) -> tuple[int, ...]:
-        """Lower fidelities this oracle can answer at (empty: only complete evaluations)."""
-        return ()
 
     @property
     def cost(self) -> float:
@@ -180,25 +174,22 @@ class Oracle(ABC):
             raise self._spent()
         return torch.tensor([self._cache[i] for i in idx], dtype=torch.float64)
 
-    def submit(self, index: int, fidelity: int | None = FULL) -> None:
+    def submit(self, index: int) -> None:
         """Charge a new architecture and start evaluating it (collect its value with :meth:`collect`).
 
         Raises:
-            ValueError: for an architecture already queried or running (charged once), or a
-                fidelity this oracle cannot answer at.
+            ValueError: for an architecture already queried or running (charged once).
             KeyError: for an architecture the task does not hold (nothing charged).
             BudgetExhausted: when the budget is spent by what was answered and what runs.
         """
         index = int(index)
         if index in self._cache or index in self._pending:
             raise ValueError(f"architecture {index} was already submitted to {self.name}")
-        if fidelity is not FULL and fidelity not in self.fidelities:
-            raise ValueError(f"{self.name} answers only complete evaluations, not fidelity {fidelity}")
         if not self._holds(index):
             raise KeyError(f"task {self.name} has no value for architecture {index}")
         if self.remaining is not None and self.remaining < 1:
             raise self._spent()
-        self._pending[index] = self._start(index, fidelity)
+        self._pending[index] = self._start(index)
 
     def collect(self, index: int) -> float:
         """The value of a submitted architecture, waiting for it; recorded in the history (collect

@@ -184,7 +184,7 @@ class FullTrainings(Oracle):
             out.append(self.curves.wait().value)
         return out
 
-    def _start(self, index: int, fidelity: int | None) -> Any:
+    def _start(self, index: int) -> Any:
         self.curves.start(index, self.curves.max_epochs)
         return None
 

@@ -145,8 +145,8 @@ class TrainingOracle(Oracle):
         self.trained += 1
         return self._stored(index)
 
-    def submit(self, index: int, fidelity: int | None = None) -> None:
-        super().submit(index, fidelity)
+    def submit(self, index: int) -> None:
+        super().submit(index)
         self._show()
 
     def collect(self, index: int) -> float:
@@ -154,7 +154,7 @@ class TrainingOracle(Oracle):
         self._show(done=1, value=value)
         return value
 
-    def _start(self, index: int, fidelity: int | None) -> Any:
+    def _start(self, index: int) -> Any:
         """A Ray reference of the started training, or the stored (or just trained) row."""
         row = self._stored(index)
         if row is None and self.pool is not None:
@@ -183,7 +183,7 @@ class TrainingOracle(Oracle):
         out = []
         for i in indices:
             self._show(training=self.space.to_string(i))
-            self._pending[i] = self._start(i, None)
+            self._pending[i] = self._start(i)
             out.append(self._finish(i))
             del self._pending[i]
             self._show(done=1, value=out[-1])

@@ -33,7 +33,6 @@ from typing import Protocol
 import torch
 
 from nas_lightning.errors import UserError
-from nas_lightning.oracles.base import Oracle
 from nas_lightning.oracles.fidelity import CurveOracle
 from nas_lightning.search.meta import MetaSearch
 
@@ -77,15 +76,15 @@ class RandomEntry:
         pass
 
 
-class _Labels(Oracle):
-    """What the predictor sees: each entered candidate with its label (never a raw value)."""
+class _Labels:
+    """What the predictor sees of the search, in the form a proposer reads an oracle: the task's
+    architectures and each entered candidate with its label (never a raw value; it answers nothing)."""
+
+    direction, sign = "max", 1.0
 
     def __init__(self, oracle: CurveOracle) -> None:
-        super().__init__(oracle.name, oracle.space, "max", oracle.archs, None)
+        self.name, self.space, self.archs = oracle.name, oracle.space, oracle.archs
         self.labels: dict[int, float] = {}
-
-    def _evaluate(self, indices: list[int]) -> list[float]:
-        raise RuntimeError("the predictor's view answers nothing")
 
     @property
     def num_queries(self) -> int:
@@ -101,7 +100,7 @@ class MetaEntry:
 
     def __init__(self, strategy: MetaSearch, oracle: CurveOracle, generator: torch.Generator) -> None:
         self._view = _Labels(oracle)
-        self._proposer = strategy.proposer(self._view, len(oracle.archs), generator)
+        self._proposer = strategy.proposer(self._view, len(oracle.archs), generator)  # type: ignore[arg-type]
         self._left = len(oracle.archs)
 
     def next(self) -> int | None:
