@@ -18,18 +18,14 @@ An image whose header claims more than :data:`~nas_lightning.candidates.image_ch
 refused before it is decoded; a class folder that is a link to the image folder, above it or into
 it is refused. CIFAR batches are unpickled with nothing but containers and numpy arrays allowed.
 
-An image folder is decoded once, image by image, into a file of raw pixels under the cache folder
-(``~/.cache/nas_lightning/images``, ``NAS_LIGHTNING_CACHE`` moves it; as large as the pixels at the
-trained size: a 100,000-image folder at 64x64 RGB takes 1.2 GB) and mapped from there, so a folder
-is never held in memory whole and a second run does not decode it again.
+An image folder is decoded once into a file of raw pixels and mapped from there
+(:mod:`~nas_lightning.candidates.image_cache`), so it is never held in memory whole.
 """
 
 from __future__ import annotations
 
 import gzip
-import hashlib
 import logging
-import os
 import pickle
 import warnings
 from collections import Counter
@@ -42,11 +38,10 @@ from nas_lightning.errors import UserError
 from nas_lightning.candidates.datasets import ImageData, Split, check_fraction, split_parts
 from nas_lightning.candidates.image_checks import bomb, check_cifar_batch, check_cifar_meta, check_class_folder, check_pixels
 from nas_lightning.safe_load import RefusedGlobal, cifar_globals, restricted_pickle_load
-from nas_lightning.tasks.embedded import cache_dir
+from nas_lightning.candidates.image_cache import read_images
 
 log = logging.getLogger(__name__)
 
-IMAGE_CACHE_VERSION = 1
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 GRAY_MODES = frozenset({"1", "L", "LA"})
 COLOR_MODES = frozenset({"P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"})
@@ -101,56 +96,6 @@ def _probe(files: list[Path]) -> tuple[str, Counter]:
         gray = gray and mode in GRAY_MODES
         sizes[size] += 1
     return ("L" if gray else "RGB"), sizes
-
-
-def _cache_file(files: list[Path], mode: str, size: tuple[int, int]) -> Path:
-    """Where the decoded images of ``files`` are kept: named by the files' paths, sizes and times,
-    the mode and the size, so a changed folder is decoded again."""
-    h = hashlib.sha256(f"{IMAGE_CACHE_VERSION}|{mode}|{size}".encode())
-    for f in files:
-        st = f.stat()
-        h.update(f"|{f.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
-    return cache_dir() / "images" / f"{h.hexdigest()[:32]}.u8"
-
-
-def _read(files: list[Path], mode: str, size: tuple[int, int]) -> torch.Tensor:
-    """Images as ``uint8 [N, C, H, W]`` in ``mode``, resized to ``size`` (w, h) where needed, mapped
-    from a file of decoded pixels (decoded into it once, one image at a time): a training reads the
-    images it uses from disk (the page cache), and a folder larger than memory still trains."""
-    channels = 1 if mode == "L" else 3
-    shape = (len(files), channels, size[1], size[0])
-    path = _cache_file(files, mode, size)
-    if not path.is_file() or path.stat().st_size != int(np.prod(shape)):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        try:
-            out = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=shape)
-            _decode(files, mode, size, out)
-            out.flush()
-            del out
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-    return torch.from_numpy(np.memmap(path, dtype=np.uint8, mode="c", shape=shape))  # copy-on-write: nothing writes back
-
-
-def _decode(files: list[Path], mode: str, size: tuple[int, int], out: np.ndarray) -> None:
-    """Decode ``files`` one by one into ``out`` ``[N, C, H, W]``."""
-    from PIL import Image
-
-    channels = out.shape[1]
-    for i, f in enumerate(files):
-        try:
-            with Image.open(f) as im:
-                check_pixels(f, im.size)  # again: the file may have changed since it was probed
-                im = im.convert(mode)
-                if im.size != size:
-                    im = im.resize(size, Image.Resampling.BILINEAR)
-                out[i] = np.asarray(im, dtype=np.uint8).reshape(size[1], size[0], channels).transpose(2, 0, 1)
-        except Image.DecompressionBombError as err:
-            raise bomb(f, err) from None
-        except OSError as err:
-            raise UserError(f"cannot decode image {str(f)!r} ({err}); remove or replace the file") from None
 
 
 def _flatten(tree: dict[str, list[Path]], classes: tuple[str, ...]) -> tuple[list[Path], torch.Tensor]:
@@ -210,7 +155,7 @@ def load_image_folder(
         parts = split_parts(name, labels, val_fraction, test_fraction, split_seed)
         flat = {part: ([files[i] for i in idx.tolist()], labels[idx]) for part, idx in zip(("train", "val", "test"), parts)}
     log.info("reading %d images from %s as %s %dx%d", len(all_files), root, mode, *size)
-    images = _read([f for files, _ in flat.values() for f in files], mode, size)
+    images = read_images([f for files, _ in flat.values() for f in files], mode, size)
     data, start = {}, 0
     for part, (files, labels) in flat.items():
         data[part] = Split(images[start:start + len(files)], labels)
