@@ -289,6 +289,11 @@ def test_tabulate_writes_a_curve_table_and_reuses_the_store(tmp_path: Path, caps
     again = json.loads((out / "summary.json").read_text())
     assert again["cells"] == 4 and again["trained_now"] == 1  # the first three cells are the same, from the store
     assert "csv:" in capsys.readouterr().out
+    from nas_lightning.tasks.load import load_task
+
+    task = load_task(f"csv:{out / 'cells.csv'}#val_acc")  # the table is a task of its own (train.py, search.py)
+    assert len(task.archs) == 4 and torch.allclose(task.lookup(task.archs).double().sort().values,
+                                                   read_table(out / "cells.csv").final.sort().values.double(), atol=1e-4)
 
 
 @pytest.mark.parametrize("argv, words", [

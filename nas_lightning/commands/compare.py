@@ -92,7 +92,7 @@ def compare(task: str, strategy: str = "meta,rea,random", budget: int = 100, see
         if out:
             write_fidelity(results, Path(out))
         written = [(Path(out) / "results.json", "every run's answers and best pick"),
-                   (Path(out) / "best_vs_compute.png", "mean best against epochs spent")] if out else []
+                   (Path(out) / "best_vs_compute.png", "best found against epochs and seconds spent")] if out else []
         print_written(written + [(factory.store_path, "finished and stopped trainings; a rerun reuses them")])
         return 0
     if training:  # the store opens only now: bad input never leaves a database behind

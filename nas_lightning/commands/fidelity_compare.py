@@ -106,7 +106,8 @@ def format_fidelity(results: dict[str, Any]) -> str:
 
 
 def write_fidelity(results: dict[str, Any], out: Path) -> None:
-    """``results.json`` and ``best_vs_compute.png`` (mean best full-length accuracy against epochs), atomically."""
+    """``results.json`` and ``best_vs_compute.png`` (best full-length accuracy against epochs, mean over
+    seeds, and against training seconds, each seed), atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -114,17 +115,23 @@ def write_fidelity(results: dict[str, Any], out: Path) -> None:
 
     with atomic(out / "results.json", out / "best_vs_compute.png") as (tmp_json, tmp_png):
         tmp_json.write_text(json.dumps(results, indent=2) + "\n")
-        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
         grid = list(range(1, results["budget_epochs"] + 1))
         for name, s in results["strategies"].items():
             means = []
             for e in grid:
                 vals = [max((p[2] for p in r["curve"] if p[0] <= e and p[2] is not None), default=None) for r in s["runs"]]
                 means.append(sum(vals) / len(vals) if all(v is not None for v in vals) else float("nan"))
-            ax.plot(grid, means, label=name)
+            line, = ax.plot(grid, means, label=name)
+            for k, r in enumerate(s["runs"]):  # each run against the training seconds it spent
+                pts = [(p[1], p[2]) for p in r["curve"] if p[2] is not None]
+                if pts:
+                    bx.step(*zip(*pts), where="post", color=line.get_color(), alpha=0.7, label=name if k == 0 else None)
         ax.set_xlabel("epochs of training spent")
-        ax.set_ylabel("best full-length validation accuracy (%), mean over seeds")
-        ax.set_title(results["task"])
+        ax.set_ylabel("best full-length validation accuracy (%)")
+        ax.set_title(f"{results['task']}: mean over seeds")
+        bx.set_xlabel("seconds of training spent (as measured)")
+        bx.set_title("each seed")
         ax.legend()
         fig.tight_layout()
         fig.savefig(tmp_png, format="png", dpi=110)
