@@ -9,6 +9,7 @@ changes.
 from __future__ import annotations
 
 import contextlib
+import subprocess
 import sys
 from pathlib import Path
 from typing import Callable, Iterator
@@ -105,6 +106,28 @@ def descendants(root: int) -> list[int]:
         found += kids
         frontier += kids
     return found
+
+
+def kill_after_rows(proc: "subprocess.Popen", db: Path, rows: int, poll: float = 0.2, limit: float = 1800) -> None:
+    """SIGKILL ``proc`` once the store ``db`` holds ``rows`` finished trainings (fails if it ends first)."""
+    import signal
+    import sqlite3
+    import time
+
+    deadline = time.monotonic() + limit  # only stops a hung run
+    while True:
+        assert proc.poll() is None, "the run ended before it was killed"
+        assert time.monotonic() < deadline
+        if db.is_file():
+            with sqlite3.connect(db) as conn:
+                try:
+                    if conn.execute("SELECT COUNT(*) FROM results").fetchone()[0] >= rows:
+                        break
+                except sqlite3.OperationalError:  # the file exists a moment before its table
+                    pass
+        time.sleep(poll)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
 
 
 def only_from(function: str, file_suffix: str) -> Callable[[str], None]:

@@ -5,18 +5,15 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
 from nas_lightning.candidates.curves import CurveTable, read_table, spearman, table_rows, write_table
-from nas_lightning.candidates.datasets import load_digits_data
 from nas_lightning.candidates.recipe import Recipe
 from nas_lightning.candidates.store import ResultStore
 from nas_lightning.candidates.train import load_snapshot, train_candidate
@@ -30,22 +27,11 @@ from nas_lightning.search.asha import RandomEntry, _labels, passes, rungs, run_a
 from nas_lightning.search.driver import run_parallel
 from nas_lightning.spaces import NB201
 
+from tests.conftest import kill_after_rows
+from tests.test_recipe import CELL, digits, one_thread  # noqa: F401  (the same fixtures: digits, one CPU thread)
+
 REPO = Path(__file__).resolve().parents[1]
 SMALL = Recipe(C=2, N=1, epochs=20, batch_size=16, lr=0.05, max_train_images=60)
-CELL = ("nor_conv_3x3", "skip_connect", "nor_conv_1x1", "avg_pool_3x3", "none", "nor_conv_3x3")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_digits_data()
 
 
 def test_five_then_twenty_equals_twenty_straight(digits) -> None:
@@ -241,20 +227,7 @@ def test_asha_compare_survives_kill_9(tmp_path: Path) -> None:
     killed = tmp_path / "killed"
     proc = subprocess.Popen(command(killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     db = killed / "trainings.sqlite"
-    deadline = time.monotonic() + 900
-    while True:
-        assert proc.poll() is None, "the run ended before it was killed"
-        assert time.monotonic() < deadline
-        if db.is_file():
-            with sqlite3.connect(db) as conn:
-                try:
-                    if conn.execute("SELECT COUNT(*) FROM results").fetchone()[0] >= 2:
-                        break
-                except sqlite3.OperationalError:
-                    pass
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_after_rows(proc, db, 2, poll=0.1, limit=900)
     with sqlite3.connect(db) as conn:
         stored = (4 * conn.execute("SELECT COUNT(*) FROM results").fetchone()[0]
                   + (conn.execute("SELECT SUM(epochs) FROM progress").fetchone()[0] or 0))

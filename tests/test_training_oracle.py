@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -23,7 +21,7 @@ from nas_lightning.candidates.recipe import get_recipe
 from nas_lightning.candidates.store import ResultStore
 from nas_lightning.oracles import BudgetExhausted
 from nas_lightning.metatrain import build_cli, fit
-from tests.conftest import tiny_run
+from tests.conftest import kill_after_rows, tiny_run
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"epochs": 1, "max_train_images": 40, "C": 4, "batch_size": 20}  # a second or two a candidate
@@ -90,20 +88,7 @@ def test_compare_on_digits_survives_kill_9(tmp_path: Path) -> None:
     killed = tmp_path / "killed"
     proc = subprocess.Popen(command(killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     db = killed / "trainings.sqlite"
-    deadline = time.monotonic() + 1800  # only stops a hung run
-    while True:
-        assert proc.poll() is None, "the run ended before it was killed"
-        assert time.monotonic() < deadline
-        if db.is_file():
-            with sqlite3.connect(db) as conn:
-                try:
-                    if conn.execute("SELECT COUNT(*) FROM results").fetchone()[0] >= 4:
-                        break
-                except sqlite3.OperationalError:  # the file exists a moment before its table
-                    pass
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_after_rows(proc, db, 4)
     with sqlite3.connect(db) as conn:
         before = conn.execute("SELECT COUNT(*) FROM results").fetchone()[0]
 
