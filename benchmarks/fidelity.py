@@ -126,7 +126,7 @@ def run(tiny: bool = False, device: str = "cpu", ckpt_dir: str | None = None, se
         ckpt, training = checkpoint("default", root.resolve(), tiny)
         scorer = PredictorScorer(load_predictor(str(ckpt), device, NB201), True, MetaOptions().members)
         runs = {name: [one_run(name, table, budget, seed, scorer) for seed in range(seeds)] for name in STRATEGIES}
-    res = {"table": common.shown(table_path or TABLE), "cells": len(table.archs), "epochs": table.epochs, "budget": budget,
+    res = {"machine": common.machine(), "table": common.shown(table_path or TABLE), "cells": len(table.archs), "epochs": table.epochs, "budget": budget,
            "seeds": seeds, "grace": GRACE, "eta": ETA, "rungs": list(rungs(table.epochs, GRACE, ETA)), "checkpoint": "runs/default",
            "training": training, "table_best": float(table.final.max()), "seconds": time.perf_counter() - start}
     res.update(summarise(runs, table, budget))

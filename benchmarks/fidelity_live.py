@@ -72,7 +72,7 @@ def run(tiny: bool = False, device: str = "cpu", ckpt_dir: str | None = None, se
                       "full_trainings_mean": statistics.fmean(r["full"] for r in rs)} for name, rs in runs.items()}
     ours, tune = summary["asha-meta"]["best_mean"], summary["tune-asha"]["best_mean"]
     ordered = None if ours is None or tune is None else ours >= tune
-    return {"dataset": data.describe(), "recipe": recipe.description | {"key": recipe.key}, "budget": budget, "seeds": seeds,
+    return {"machine": common.machine(), "dataset": data.describe(), "recipe": recipe.description | {"key": recipe.key}, "budget": budget, "seeds": seeds,
             "workers": workers, "rungs": list(rungs(recipe.epochs, grace, ETA)), "eta": ETA, "strategies": summary,
             "ordering_met": ordered if not tiny else None,
             "ordering": f"asha-meta {common.f3(ours)} vs tune-asha {common.f3(tune)} (replay: asha-meta above)",
