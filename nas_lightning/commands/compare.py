@@ -28,11 +28,14 @@ def compare(task: str, strategy: str = "meta,rea,random", budget: int = 100, see
             oracle: OracleSettings = OracleSettings(), budget_epochs: int | None = None,
             asha: AshaOptions = AshaOptions()) -> int:
     """Search TASK with each strategy, once per seed with a fresh oracle; print the table and
-    write results.json and regret.png (best_so_far.png for a train: task).
+    write results.json and regret.png (best_so_far.png for a train: task; best_vs_compute.png
+    with --budget_epochs).
 
     Args:
         task: the target task spec (a table, or train:<dataset> to train each candidate for real).
-        strategy: comma-separated, from meta, rea, random, local, reinforce, transfer, pretrain.
+        strategy: comma-separated, from meta, rea, random, local, reinforce, transfer, pretrain; with
+            --budget_epochs also asha, asha-meta (ASHA, the predictor choosing who enters) and tune-asha
+            (Ray Tune's ASHA).
         budget: oracle queries per run.
         seeds: runs per strategy (seeds 0..N-1).
         ckpt: predictor checkpoint from train.py (needed by meta).
