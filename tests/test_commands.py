@@ -9,10 +9,10 @@ import pytest
 
 from nas_lightning.commands import COMMANDS, main, parser
 
-NAMES = ("tasks", "compare", "rank", "suggest", "predict", "constrained")
+NAMES = ("tasks", "compare", "rank", "suggest", "predict", "constrained", "tabulate")
 
 
-def test_help_lists_the_six_subcommands(capsys: pytest.CaptureFixture) -> None:
+def test_help_lists_the_seven_subcommands(capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as stop:
         main(["--help"])
     assert stop.value.code == 0

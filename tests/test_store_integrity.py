@@ -14,7 +14,7 @@ import pytest
 
 from nas_lightning.errors import UserError
 from nas_lightning.candidates.store import ResultStore
-from nas_lightning.candidates.store_guard import inspect_store
+from nas_lightning.candidates.store_guard import SCHEMA_VERSION, inspect_store
 
 OK = {"status": "ok", "val_acc": 91.5, "test_acc": 90.25, "params": 0.5, "seconds": 3.2, "node": "host-a"}
 ARCH = "|nor_conv_3x3~0|+|none~0|skip_connect~1|+|none~0|none~1|avg_pool_3x3~{}|"
@@ -113,7 +113,7 @@ def test_a_version_1_store_opens_and_keeps_its_rows(tmp_path: Path) -> None:
     with ResultStore(path) as store:
         assert store.get("a", "d", "r", 0)["val_acc"] == 80.0 and store.get("a", "d", "r", 0)["node"] == ""
         assert store.put("b", "d", "r", 0, OK)
-    assert inspect_store(path) == 2
+    assert inspect_store(path) == SCHEMA_VERSION == 3  # gained node, curve and the progress table
 
 
 class _Released(logging.Handler):
