@@ -14,12 +14,13 @@ from nas_lightning.models.gp_fit import GPOptions, fit_hyper
 from nas_lightning.models.module import MetaPredictor
 from nas_lightning.oracles import TableOracle
 from nas_lightning.rankers.calibration import coverage, nlpd
-from nas_lightning.rankers.posterior import GPRanker
+from nas_lightning.rankers.posterior import GPRanker, training_tasks
 from nas_lightning.rankers.ranking import rank_with
 from nas_lightning.search.driver import run_parallel
 from nas_lightning.search.meta import MetaOptions
 from nas_lightning.search.posterior import GPScorer, PosteriorSearch, PosteriorState, expected_improvement
 from nas_lightning.tasks import load
+from tests.conftest import GuardedTask, only_from
 
 
 def _hyper(**kw: float) -> gp.GPHyper:
@@ -135,3 +136,16 @@ def test_head_options_are_checked(capsys: pytest.CaptureFixture[str]) -> None:
         main(["rank", "--task", "nb201/cifar10/val_acc", "--ckpt", "x.ckpt", "--head", "bayes"])
     with pytest.raises(UserError, match="meta.head"):
         main(["compare", "--task", "nb201/cifar10/val_acc", "--ckpt", "x.ckpt", "--meta.head", "bayes"])
+
+
+def test_posterior_search_reads_the_target_only_through_its_oracle(tiny: MetaPredictor) -> None:
+    task = GuardedTask.wrap(load.load_task("nb201/cifar10/val_acc"), only_from("_evaluate", "oracles/table.py"))
+    oracle = TableOracle(task, 6, seed=0)
+    PosteriorSearch(GPScorer(tiny, True, _hyper()), batch=2).run(oracle, 6, torch.Generator().manual_seed(0))
+    assert oracle.num_queries == 6
+
+
+def test_the_target_is_never_a_training_table_of_the_head(tiny: MetaPredictor) -> None:
+    tiny.trained_on = {"tasks": ["nb201/cifar10/val_acc", "nb201/cifar100/val_acc"]}
+    target = load.load_task("nb201/cifar10/val_acc")
+    assert [t.name for t in training_tasks(tiny, target)] == ["nb201/cifar100/val_acc"]
