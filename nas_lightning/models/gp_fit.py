@@ -12,15 +12,29 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
 from nas_lightning.errors import UserError
 from nas_lightning.models import gp
 from nas_lightning.models.scoring import standardise
-from nas_lightning.tasks.task import Task
 
 log = logging.getLogger(__name__)
+
+
+class Table(Protocol):
+    """What the fit reads of a training table (a :class:`~nas_lightning.tasks.task.Task` has it)."""
+
+    archs: torch.Tensor
+    table: torch.Tensor
+    direction: str
+
+    @property
+    def size(self) -> int: ...
+
+    @property
+    def sign(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -48,7 +62,7 @@ class GPOptions:
             raise UserError(f"gp options: ks must be >= 2 and episodes, query, steps >= 1, lr > 0; got {self}")
 
 
-def _episodes(module: torch.nn.Module, tasks: list[Task], opts: GPOptions) -> list[tuple]:
+def _episodes(module: torch.nn.Module, tasks: list[Table], opts: GPOptions) -> list[tuple]:
     """Per (task, K): stacked support and query embeddings and standardised values."""
     g = torch.Generator().manual_seed(opts.seed)
     out = []
@@ -86,7 +100,7 @@ def _grouped(episodes: list[tuple]) -> list[tuple]:
     return [tuple(cat(list(parts)) for parts in zip(*g)) for g in groups.values()]
 
 
-def fit_hyper(module: torch.nn.Module, tasks: list[Task], opts: GPOptions = GPOptions()) -> gp.GPHyper:
+def fit_hyper(module: torch.nn.Module, tasks: list[Table], opts: GPOptions = GPOptions()) -> gp.GPHyper:
     """The hyperparameters meta-learned on ``tasks`` (defaults when there are none)."""
     hp = gp.GPHyper()
     if not tasks:
