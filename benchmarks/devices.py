@@ -25,7 +25,10 @@ import yaml
 from benchmarks import common
 from benchmarks.train_time import TINY_ARGS, timed_train
 from nas_lightning.models.checkpoint import load_predictor
-from nas_lightning.rankers.ranking import rank_only
+from nas_lightning.models.gp_fit import GPOptions, fit_hyper
+from nas_lightning.rankers.baselines import baselines
+from nas_lightning.rankers.posterior import GPRanker
+from nas_lightning.rankers.ranking import rank_only, rank_with
 from nas_lightning.rankers.suggest import suggest_support
 from nas_lightning.tasks.csvtable import load_csv
 from nas_lightning.tasks.embedded import load_embedded
@@ -35,7 +38,8 @@ log = logging.getLogger(__name__)
 CONFIG = common.ROOT / "configs" / "device_latency.yaml"
 DEVICE_DATA = common.DEVICE_DATA
 PARAMS = "nb201/cifar10/params"
-RANDOM_METHODS = ("meta", "transfer", "params", "scratch", "blend")  # on random support draws
+RANDOM_METHODS = ("meta", "gp", "transfer", "params", "scratch", "blend")  # on random support draws
+CALIBRATION = ("gp_coverage80", "gp_nlpd")  # the GP head's 80 % interval coverage and NLPD, random draws
 DESIGNS = ("greedy", "kcenter")  # designed supports, scored with meta and blend
 GREEDY_MAX_K = 20  # greedy picks cost one batched adaptation per training table each: K = 50 is not designed
 TARGET_K10, TARGET_SUGGEST = 0.955, 0.01
@@ -104,8 +108,10 @@ def run_fold(variant: str, fold: int, held: list[Path], train: list[Path], val: 
     params = load_embedded("cifar10", "params")
     start = time.perf_counter()
     designs = _designed(module, sources, ks, tiny)
+    hyper = fit_hyper(module, sources, GPOptions())  # the GP head's, on the fold's training tables only
     out: dict[str, Any] = {"held_out": [_name(p) for p in held], "trained_on": [_name(p) for p in train],
                            "validation": _name(val) if val else None, "training": training, "devices": {},
+                           "gp_hyper": hyper.as_dict(),
                            "design_seconds": time.perf_counter() - start,
                            "supports": {d: [module.space.to_string(i) for i in a.tolist()] for d, a in designs.items()
                                         if a is not None}}
@@ -113,8 +119,11 @@ def run_fold(variant: str, fold: int, held: list[Path], train: list[Path], val: 
         (task,) = load_csv(str(table))
         rows: dict[str, dict[str, float]] = {}
         for k in ks:
-            r = rank_only(task, module, k, draws, sources=sources, params_table=params, first_seed=first_draw)
+            rankers = baselines(task, module, sources=sources, params_table=params)
+            rankers.insert(1, GPRanker(module, task.direction == "max", hyper))
+            r = rank_with(task, rankers, k, draws, first_seed=first_draw)
             row = {m: r[m]["spearman_mean"] for m in RANDOM_METHODS if m in r}
+            row.update({"gp_coverage80": r["gp"]["coverage80_mean"], "gp_nlpd": r["gp"]["nlpd_mean"]})
             row["blend_meta_weight"] = statistics.fmean(r["blend"]["meta_weights"]) if "blend" in r else None
             for d, chosen in designs.items():
                 if chosen is not None and k <= len(chosen):
@@ -193,13 +202,16 @@ def markdown(res: dict[str, Any]) -> str:
         return f"_Not measured here: {res['skipped']}._"
     ks = [str(k) for k in res["ks"]]
     first = next(iter(res["variants"]))
-    cols = [*RANDOM_METHODS, *[f"{m}_{d}" for d in DESIGNS for m in ("meta", "blend")]]
+    cols = [*RANDOM_METHODS, *[f"{m}_{d}" for d in DESIGNS for m in ("meta", "blend")], *CALIBRATION]
     out = [f"Config `{res['config']}`; every device table held out once, folds: "
            + "; ".join(", ".join(f) for f in res["folds"])
            + f". Spearman over all 15,625 architectures; random supports: mean over {res['draws']} draws per device "
            + (f"(seeds {res['first_draw']} to {res['first_draw'] + res['draws'] - 1}) " if res.get("first_draw") else "")
            + "and K; designed supports (`greedy`, `kcenter`, picked without the fold's devices): one set per fold. "
-           "Each fold's predictor never saw its devices. Mean over every held-out device:", ""]
+           "Each fold's predictor never saw its devices. gp = meta with the GP head (its hyperparameters fitted on the "
+           "fold's training tables); gp_coverage80, gp_nlpd = the share of held-out values inside its central 80 % "
+           "predictive interval and its negative log predictive density (units of the table's standard deviation). "
+           "Mean over every held-out device:", ""]
     rows = []
     for variant, fr in res["variants"].items():
         for k in ks:

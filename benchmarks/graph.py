@@ -6,11 +6,12 @@ the same again with ``configs/pretrain.yaml`` (the pretrain + fine-tune baseline
 stays on ``nbg/proteins/val_acc``. D's tables are then used twice, each time reached only through a
 budgeted oracle:
 
-- ``rank`` at each K: meta, pretrain, scratch, transfer from the mean of the other datasets'
+- ``rank`` at each K: meta, gp (the same predictor with the GP head: also the coverage of its 80 %
+  intervals and its negative log predictive density), pretrain, scratch, transfer from the mean of the other datasets'
   standardised ``val_acc`` (the fold's training datasets), the best single training table chosen
   on the support (any metric; and among the ``val_acc`` tables only), and a ridge mix of the
   others' ``val_acc`` fitted on the support. Spearman over all 26,206 architectures.
-- ``compare``: meta, transfer (from the same mean of the others), rea, random and local with a
+- ``compare``: meta, meta_gp (the GP head's expected improvement), transfer (from the same mean of the others), rea, random and local with a
   fixed budget and seeds, searching ``val_acc``; regret on validation, the test regret of the
   architecture each run picked on validation (``test_acc`` read after the fact), and the queries
   to the first architecture in the top 0.1 % by validation accuracy.
@@ -36,10 +37,15 @@ from nas_lightning.commands.common import pretrained_for
 from nas_lightning.models.scoring import FineTuneOptions
 from nas_lightning.models.checkpoint import load_predictor
 from nas_lightning.models.module import MetaPredictor
+from nas_lightning.models.gp import GPHyper
+from nas_lightning.models.gp_fit import GPOptions
 from nas_lightning.models.scoring import PredictorScorer
 from nas_lightning.search import make_strategy
 from nas_lightning.search.meta import MetaSearch
-from nas_lightning.rankers.ranking import rank_only, support_draw
+from nas_lightning.search.posterior import GPScorer, PosteriorSearch
+from nas_lightning.rankers.baselines import baselines
+from nas_lightning.rankers.posterior import GPRanker, gp_hyper
+from nas_lightning.rankers.ranking import rank_only, rank_with, support_draw
 from nas_lightning.search.runner import run_comparison
 from nas_lightning.spaces import NBG
 from nas_lightning.spaces.nbg_tables import DATASETS
@@ -51,8 +57,8 @@ log = logging.getLogger(__name__)
 __all__ = ["markdown", "missed", "run", "targets"]
 CONFIGS = common.ROOT / "configs"
 METRICS = ("val_acc", "latency", "params")  # the tables each training dataset contributes
-RANK_METHODS = ("meta", "pretrain", "scratch", "transfer_mean", "transfer_best", "transfer_best_acc", "ridge")
-STRATEGIES = ("meta", "transfer", "rea", "random", "local")
+RANK_METHODS = ("meta", "gp", "pretrain", "scratch", "transfer_mean", "transfer_best", "transfer_best_acc", "ridge")
+STRATEGIES = ("meta", "meta_gp", "transfer", "rea", "random", "local")
 TOP_SHARE = 0.001  # "top 0.1 %": the best ceil(0.001 * n) architectures by validation accuracy, ties included
 RIDGE_ALPHA = 1.0
 
@@ -111,19 +117,22 @@ def _summ(values: list[float]) -> dict[str, Any]:
 
 
 def rank_fold(held: str, module: MetaPredictor, pretrained: MetaPredictor, others: list[str], ks: list[int],
-              draws: int) -> dict[str, dict[str, Any]]:
-    """Every ranking method at every K on the held-out dataset's ``val_acc``."""
+              draws: int, hyper: GPHyper) -> dict[str, dict[str, Any]]:
+    """Every ranking method at every K on the held-out dataset's ``val_acc`` (``hyper``: the GP head's)."""
     task = load_nbg(held, "val_acc")
     accs = [load_nbg(o, "val_acc") for o in others]
     tables = [load_nbg(o, m) for o in others for m in METRICS]
     mean = mean_source(accs)
     out = {}
     for k in ks:
-        a = rank_only(task, module, k, draws, source=mean, pretrained=pretrained)
+        rankers = baselines(task, module, mean, pretrained=pretrained)
+        rankers.insert(1, GPRanker(module, True, hyper))
+        a = rank_with(task, rankers, k, draws)
         b = rank_only(task, None, k, draws, sources=tables)
         c = rank_only(task, None, k, draws, sources=accs)
         keep = ("spearman_mean", "spearman_std", "kendall_mean", "spearman")
-        row = {m: {f: a[m][f] for f in keep} for m in ("meta", "pretrain", "scratch")}
+        row = {m: {f: a[m][f] for f in keep} for m in ("meta", "gp", "pretrain", "scratch")}
+        row["gp"].update({f: a["gp"][f] for f in ("coverage80_mean", "nlpd_mean", "coverage80", "nlpd")})
         row["transfer_mean"] = {f: a["transfer"][f] for f in keep}
         row["transfer_best"] = {**{f: b["transfer"][f] for f in keep}, "sources": b["transfer"]["sources"]}
         row["transfer_best_acc"] = {**{f: c["transfer"][f] for f in keep}, "sources": c["transfer"]["sources"]}
@@ -151,7 +160,7 @@ def meta_schedule(meta: MetaSearch, size: int) -> dict[str, Any]:
 
 
 def compare_fold(held: str, module: MetaPredictor, mean: Task, budget: int, seeds: list[int],
-                 schedule: dict[str, int] | None = None) -> dict[str, Any]:
+                 schedule: dict[str, int] | None = None, hyper: GPHyper | None = None) -> dict[str, Any]:
     """The search comparison on ``nbg/<held>/val_acc``, scored on validation and, after the fact, on test.
     ``schedule``: :class:`MetaSearch` arguments replacing its defaults (``local_parents``, ``global_every``)."""
     task = load_nbg(held, "val_acc")
@@ -159,9 +168,11 @@ def compare_fold(held: str, module: MetaPredictor, mean: Task, budget: int, seed
     def meta() -> MetaSearch:
         return MetaSearch(scorer, beta=0.5, **(schedule or {}))
 
+    head = GPScorer(module, True, hyper or GPHyper())
     factories = {"meta": meta,
+                 "meta_gp": lambda: PosteriorSearch(head, name="meta_gp"),
                  "transfer": lambda: make_strategy("transfer", source=mean),
-                 **{n: (lambda n=n: make_strategy(n)) for n in STRATEGIES[2:]}}
+                 **{n: (lambda n=n: make_strategy(n)) for n in STRATEGIES[3:]}}
     results = run_comparison(task, factories, budget, seeds)
     test = load_nbg(held, "test_acc")  # evaluation only: the test accuracy of what each run picked
     test_opt = float(test.table.max())
@@ -213,10 +224,13 @@ def run(tiny: bool = False, device: str = "cpu", ckpt_dir: str | None = None, se
                 raise RuntimeError(f"{ckpt} was trained on {held}'s tables: not a held-out fold")
             pretrained = pretrained_for(FineTuneOptions(str(pre), 20, 0.03), load_nbg(held, "val_acc"), device)
             fold_start = time.perf_counter()
-            ranked = rank_fold(held, module, pretrained, others, ks, draws)
+            hyper = gp_hyper(module, load_nbg(held, "val_acc"), GPOptions())  # on the fold's training tables only
+            ranked = rank_fold(held, module, pretrained, others, ks, draws, hyper)
             mean = mean_source([load_nbg(o, "val_acc") for o in others])
-            compared = compare_fold(held, module, mean, budget, list(range(first_seed, first_seed + seeds)), schedule)
+            compared = compare_fold(held, module, mean, budget, list(range(first_seed, first_seed + seeds)), schedule,
+                                    hyper)
             res["folds"][held] = {"trained_on": others, "checkpoint": str(ckpt), "pretrained": str(pre),
+                                  "gp_hyper": hyper.as_dict(),
                                   "training": training, "pretrain_training": pre_training, "rank": ranked,
                                   "compare": compared, "seconds": time.perf_counter() - fold_start}
             if ckpt_dir:  # each fold's figures as soon as they exist (the whole JSON comes at the end)

@@ -10,15 +10,17 @@ from benchmarks import common
 
 TARGET_GAIN, TARGET_WINS, TARGET_QUERIES = 0.05, 5, 100
 BLOCK = 20  # seeds per comparison block: with more seeds the regret target is also judged per 20-seed block
-RANK_LABELS = {"meta": "meta", "pretrain": "pretrain", "scratch": "scratch", "transfer_mean": "mean of others",
+RANK_LABELS = {"meta": "meta", "gp": "meta, GP head", "pretrain": "pretrain", "scratch": "scratch", "transfer_mean": "mean of others",
                "transfer_best": "best other (any table)", "transfer_best_acc": "best other (val_acc)",
                "ridge": "ridge mix"}
 
 
-def regret_gap(strategies: dict[str, Any]) -> dict[str, Any] | None:
-    """Meta's minus rea's mean validation regret at the budget, the standard error of that difference
-    (independent runs), z, and per block of :data:`BLOCK` seeds whether meta's mean was below rea's."""
-    m, r = strategies["meta"].get("val_regret_per_seed"), strategies["rea"].get("val_regret_per_seed")
+def regret_gap(strategies: dict[str, Any], name: str = "meta") -> dict[str, Any] | None:
+    """``name``'s (meta's) minus rea's mean validation regret at the budget, the standard error of that
+    difference (independent runs), z, and per block of :data:`BLOCK` seeds whether its mean was below rea's."""
+    if name not in strategies:
+        return None
+    m, r = strategies[name].get("val_regret_per_seed"), strategies["rea"].get("val_regret_per_seed")
     if not m or not r or min(len(m), len(r)) < 2:
         return None
     diff = statistics.fmean(m) - statistics.fmean(r)
@@ -41,10 +43,11 @@ def targets(res: dict[str, Any]) -> dict[str, Any]:
     below = {d: f["compare"]["strategies"]["meta"]["val_regret"] < f["compare"]["strategies"]["rea"]["val_regret"]
              for d, f in folds.items()}
     gaps = {d: regret_gap(f["compare"]["strategies"]) for d, f in folds.items()}
+    gp_gaps = {d: regret_gap(f["compare"]["strategies"], "meta_gp") for d, f in folds.items()}
     return {"rank_gain": {"k": int(k), "gain": gain, "met": gain >= TARGET_GAIN},
             "rank_wins": {"k": int(k), "wins": wins, "of": len(folds), "met": wins >= TARGET_WINS},
             "top_queries": {"reached": reached, "of": len(folds), "met": reached >= TARGET_WINS},
-            "regret_below_rea": {"datasets": below, "met": all(below.values()), "gaps": gaps}}
+            "regret_below_rea": {"datasets": below, "met": all(below.values()), "gaps": gaps, "gp_gaps": gp_gaps}}
 
 
 def missed(res: dict[str, Any]) -> list[str]:
@@ -104,6 +107,28 @@ def _gap_table(res: dict[str, Any]) -> list[str]:
             "whether meta's mean was below rea's" if nblocks > 1 else "") + ":", "", common.table(head, rows)]
 
 
+def _gp_gap_table(res: dict[str, Any]) -> list[str]:
+    """meta_gp against rea per dataset, as :func:`_gap_table` does for meta (nothing without meta_gp)."""
+    gaps = (res.get("targets") or {}).get("regret_below_rea", {}).get("gp_gaps") or {}
+    if not gaps or not all(gaps.values()):
+        return []
+    rows = [[d, f"{g['diff']:+.5f}", f"{g['se']:.5f}", "-" if g["z"] is None else f"{g['z']:+.2f}"] for d, g in gaps.items()]
+    return ["", "The same for meta_gp (the GP head's expected improvement) against rea:", "",
+            common.table(["held out", "meta_gp - rea", "standard error", "z"], rows)]
+
+
+def _calibration_table(folds: dict[str, Any], k: str) -> list[str]:
+    """The GP head's interval coverage and NLPD per held-out dataset (nothing without it)."""
+    if not all("coverage80_mean" in f["rank"][k].get("gp", {}) for f in folds.values()):
+        return []
+    rows = [[d, common.f3(f["rank"][k]["meta"]["spearman_mean"]), common.f3(f["rank"][k]["gp"]["spearman_mean"]),
+             f"{f['rank'][k]['gp']['coverage80_mean']:.3f}", f"{f['rank'][k]['gp']['nlpd_mean']:.2f}"] for d, f in folds.items()]
+    return ["", f"The GP head at K = {k}: Spearman beside meta's, the share of the held-out values inside its central "
+            "80 % predictive interval (calibrated: 0.80) and its negative log predictive density (in units of the "
+            "table's standard deviation; lower is better), mean over the draws:", "",
+            common.table(["held out", "meta", "meta, GP head", "80 % coverage", "NLPD"], rows)]
+
+
 def _block_words(t: dict[str, Any]) -> str:
     """How many 20-seed blocks had meta below rea on every dataset (nothing for a single block)."""
     gaps = t["regret_below_rea"].get("gaps") or {}
@@ -146,14 +171,15 @@ def markdown(res: dict[str, Any]) -> str:
                 "draws (the same draws for every method). mean of others = the fold's training datasets' "
                 "standardised val_acc averaged (ignores the support); best other = the training table agreeing "
                 "best with the support (any metric, or val_acc tables only); ridge mix = ridge (alpha 1) over "
-                "the others' standardised val_acc fitted on the support.", "", _rank_table(folds, k)]
+                "the others' standardised val_acc fitted on the support.", "", _rank_table(folds, k),
+                *_calibration_table(folds, k)]
     b = res["budget"]
     first = res.get("first_seed", 0)
     out += ["", f"### Search, budget {b}, {res['seeds']} seeds ({first}-{first + res['seeds'] - 1})", "",
             "Searching val_acc; transfer queries in the order of the mean of the other datasets. "
             + _meta_words(next(iter(folds.values()))["compare"].get("meta_schedule")) + f"Validation regret "
             f"at {b} queries (accuracy as a fraction, mean over seeds):", "", _compare_table(folds, "val_regret", ".4f"),
-            *_gap_table(res),
+            *_gap_table(res), *_gp_gap_table(res),
             "", "Test regret of the architecture each run picked on validation, against the test optimum (test_acc "
             "read after the search only):", "", _compare_table(folds, "test_regret", ".4f"),
             "", "Median queries to the first top-0.1% architecture by validation accuracy (- : fewer than half the "

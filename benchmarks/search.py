@@ -31,7 +31,7 @@ TARGETS = [
     ("cifar100", "nb201/cifar100/val_acc", "target_cifar100", "nb201/cifar10/val_acc"),
     ("cifar10", "nb201/cifar10/val_acc", "target_cifar10", "nb201/cifar100/val_acc"),
 ]
-RANK_METHODS = ("meta", "pretrain", "transfer", "params", "scratch")
+RANK_METHODS = ("meta", "gp", "pretrain", "transfer", "params", "scratch")
 
 
 def checkpoint(run: str, ckpt_dir: Path, tiny: bool, extra: list[str] | None = None,
@@ -78,18 +78,25 @@ def nb201(ckpt_dir: Path, out: Path, seeds: int, draws: int, budget: int, device
         results = _cli(argv)
         noisy_argv = [*argv[:-4], "--oracle.noisy", "true", "--out", str(out / f"search_{dataset}_noisy"), "--device", device]
         noisy = _cli(noisy_argv)
+        gp_argv = ["compare", "--task", spec, "--strategy", "meta", "--budget", str(budget), "--seeds", str(seeds),
+                   "--ckpt", str(ckpt), "--meta.head", "gp", "--out", str(out / f"search_{dataset}_gp"), "--device", device]
+        with_gp = _cli(gp_argv)
         rank_argv = ["rank", "--task", spec, "--ckpt", str(ckpt), "--pretrain.ckpt", str(pre), "--support", "10",
-                     "--seeds", str(draws), "--source", source, "--out", str(out / f"rank_{dataset}"), "--device", device]
+                     "--seeds", str(draws), "--source", source, "--head", "gp", "--out", str(out / f"rank_{dataset}"),
+                     "--device", device]
         ranked = _cli(rank_argv)
         res[dataset] = {"task": spec, "checkpoint": str(ckpt), "run": run, "transfer_source": source, "training": training,
                         "pretrained": str(pre), "pretrain_training": pre_training,
                         "command": "python search.py " + " ".join(common.shown_args(argv)), "seconds": time.perf_counter() - start,
-                        "optimum": results["optimum"], "strategies": _summary(results),
+                        "optimum": results["optimum"],
+                        "strategies": {**_summary(results), "meta_gp": _summary(with_gp)["meta"]},
+                        "gp_command": "python search.py " + " ".join(common.shown_args(gp_argv)),
                         "checkpoint_trained_on_task": results.get("checkpoint_trained_on_task"),
                         "checkpoint_fed_back_queries": results.get("checkpoint_fed_back_queries"),
                         "noisy": {"command": "python search.py " + " ".join(common.shown_args(noisy_argv)), "strategies": _summary(noisy)},
                         "rank": {"command": "python search.py " + " ".join(common.shown_args(rank_argv)), "support": 10, "draws": ranked["draws"],
-                                 "methods": {m: {k: ranked[m][k] for k in ("spearman_mean", "spearman_std", "kendall_mean")}
+                                 "methods": {m: {k: ranked[m][k] for k in ("spearman_mean", "spearman_std", "kendall_mean",
+                                                                           "coverage80_mean", "nlpd_mean") if k in ranked[m]}
                                              for m in RANK_METHODS if m in ranked}}}
     return res
 
@@ -130,7 +137,9 @@ def markdown(res: dict[str, Any]) -> str:
                  "-" if s["queries_to_optimum_median"] is None else s["queries_to_optimum_median"], f"{s['seconds_per_run']:.2f}"]
                 for name, s in r["strategies"].items()]
         out += ["", f"**{dataset}** (target `{r['task']}`, checkpoint `runs/{r['run']}`, transfer from `{r['transfer_source']}`, "
-                f"optimum {r['optimum']['value']:.2f}); `{r['command']}`", "",
+                f"optimum {r['optimum']['value']:.2f}); `{r['command']}`"
+                + (f"; meta_gp (meta with the GP head: expected improvement on its posterior): `{r['gp_command']}`"
+                   if "gp_command" in r else ""), "",
                 common.table(["strategy", *[f"regret@{m}" for m in ms], f"hit@{ms[-1]}", "q-to-opt", "s / run"], rows)]
         if "noisy" in r:
             rows = [[name, *[common.f3(s["regret_at"][str(m)]) for m in ms], f"{s['hit_rate'][str(ms[-1])]:.2f}",
@@ -151,6 +160,13 @@ def markdown(res: dict[str, Any]) -> str:
                 "source table of the search above; commands: "
                 + "; ".join(f"`{r['command']}`" for r in ranked.values()), "",
                 common.table(["target", *methods], rows)]
+        calibrated = {d: r["methods"]["gp"] for d, r in ranked.items() if "coverage80_mean" in r["methods"].get("gp", {})}
+        if calibrated:
+            out += ["", "The GP head (`--head gp`): share of the held-out values inside its central 80 % predictive "
+                    "interval (calibrated: 0.80) and its negative log predictive density (units of the table's standard "
+                    "deviation), mean over the draws:", "",
+                    common.table(["target", "80 % coverage", "NLPD"],
+                                 [[d, f"{c['coverage80_mean']:.3f}", f"{c['nlpd_mean']:.2f}"] for d, c in calibrated.items()])]
     trained = [(d, r[k]) for d, r in res["nb201"].items() for k in ("training", "pretrain_training") if r.get(k)]
     if trained:
         out += ["", "Checkpoints trained by this run: " + "; ".join(

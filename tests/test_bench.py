@@ -83,9 +83,10 @@ def test_train(tmp_path: Path) -> None:
 def test_search_and_report(tmp_path: Path) -> None:
     res = _run("search", tmp_path, "--seeds", "1")
     (r,) = res["nb201"].values()
-    assert set(r["strategies"]) == {"meta", "pretrain", "rea", "random", "local", "reinforce", "transfer"}
-    assert set(r["noisy"]["strategies"]) == set(r["strategies"]) and r["checkpoint_fed_back_queries"] == 0
-    assert {"meta", "pretrain", "transfer", "params", "scratch"} <= set(r["rank"]["methods"])
+    assert set(r["strategies"]) == {"meta", "meta_gp", "pretrain", "rea", "random", "local", "reinforce", "transfer"}
+    assert set(r["noisy"]["strategies"]) == set(r["strategies"]) - {"meta_gp"} and r["checkpoint_fed_back_queries"] == 0
+    assert {"meta", "gp", "pretrain", "transfer", "params", "scratch"} <= set(r["rank"]["methods"])
+    assert 0 <= r["rank"]["methods"]["gp"]["coverage80_mean"] <= 1 and "--meta.head gp" in r["gp_command"]
     assert r["rank"]["command"].startswith("python search.py rank ") and r["pretrain_training"]
     for s in r["strategies"].values():
         assert all(x is not None and x >= 0 for x in s["regret_at"].values())
@@ -96,7 +97,7 @@ def test_search_and_report(tmp_path: Path) -> None:
     assert bench.main(["report", "--out", str(tmp_path), "--markdown", str(target)]) == 0
     text = target.read_text()
     assert "# Benchmarks" in text and "Search results" in text and "_Not run yet" in text  # maml etc. ran elsewhere
-    assert "Few-shot ranking of the NB201 targets" in text and "noisy oracle" in text
+    assert "Few-shot ranking of the NB201 targets" in text and "noisy oracle" in text and "80 % coverage" in text
     assert "# Notes on the benchmarks" in text and "docs/findings.md" in text
 
 

@@ -13,11 +13,14 @@ from nas_lightning.commands.written import compare_outputs
 from nas_lightning.files import print_written
 from nas_lightning.errors import UserError
 from nas_lightning.models.checkpoint import load_predictor
+from nas_lightning.models.gp_fit import GPOptions
+from nas_lightning.rankers.posterior import gp_hyper
 from nas_lightning.models.scoring import FineTuneOptions, PredictorScorer
 from nas_lightning.oracles import OracleFactory, OracleSettings
 from nas_lightning.search import make_strategy
 from nas_lightning.search.asha import AshaOptions
 from nas_lightning.search.meta import MetaOptions
+from nas_lightning.search.posterior import GPScorer, PosteriorSearch
 from nas_lightning.search.runner import format_table, run_comparison, write_results
 from nas_lightning.tasks.spec import is_training_spec
 
@@ -25,7 +28,7 @@ from nas_lightning.tasks.spec import is_training_spec
 def compare(task: str, strategy: str = "meta,rea,random", budget: int = 100, seeds: int = 10,
             ckpt: str | None = None, source: str | None = None, out: str | None = None, device: str = "auto",
             meta: MetaOptions = MetaOptions(), pretrain: FineTuneOptions = FineTuneOptions(),
-            oracle: OracleSettings = OracleSettings(), budget_epochs: int | None = None,
+            oracle: OracleSettings = OracleSettings(), gp: GPOptions = GPOptions(), budget_epochs: int | None = None,
             asha: AshaOptions = AshaOptions()) -> int:
     """Search TASK with each strategy, once per seed with a fresh oracle; print the table and
     write results.json and regret.png (best_so_far.png for a train: task; best_vs_compute.png
@@ -44,6 +47,8 @@ def compare(task: str, strategy: str = "meta,rea,random", budget: int = 100, see
         device: auto, cpu or cuda: where the predictor runs.
         meta: how meta (and pretrain) search with the predictor.
         pretrain: the pretrain baseline's checkpoint and fine-tuning.
+        gp: with --meta.head gp, how the GP head's hyperparameters are meta-learned on the
+            checkpoint's training tables.
         oracle: how the target answers (noisy tables; for train: tasks the recipe, store and Ray workers).
         budget_epochs: train: tasks: a budget in epochs of training instead of queries (full-training
             strategies spend the recipe's epochs per candidate; asha, asha-meta and tune-asha what they use).
@@ -77,6 +82,8 @@ def compare(task: str, strategy: str = "meta,rea,random", budget: int = 100, see
         raise UserError(f"--budget_epochs {budget_epochs} is below one full training ({target.recipe.epochs} epochs); raise it")
     if "asha-meta" in names and not ckpt:
         raise UserError("asha-meta needs --ckpt (a predictor checkpoint from train.py)")
+    if "asha-meta" in names and meta.head != "maml":
+        raise UserError(f"asha-meta enters candidates with the MAML head's acquisition; drop --meta.head {meta.head}")
     module = load_predictor(ckpt, dev, target.space) if ckpt and ("meta" in names or "asha-meta" in names) else None
     baseline = pretrained_for(pretrain, target, device) if "pretrain" in names else None
     predictors = {"meta": module, "pretrain": baseline}
@@ -84,7 +91,10 @@ def compare(task: str, strategy: str = "meta,rea,random", budget: int = 100, see
     for name in [n for n in names if n not in MULTI_FIDELITY] + (["meta"] if "asha-meta" in names and "meta" not in names else []):
         given = predictors.get(name)
         make_strategy(name, source=fixed_source, scorer=(lambda *a: None) if given is not None else None)  # validate early
-        if name in predictors:
+        if name in predictors and meta.head == "gp":
+            head = GPScorer(given, target.direction == "max", gp_hyper(given, target, gp))
+            factories[name] = lambda s=head, n=name: PosteriorSearch(s, batch=meta.batch, name=n)
+        elif name in predictors:
             scorer = PredictorScorer(given, target.direction == "max", meta.members)
             factories[name] = lambda s=scorer, n=name: make_strategy(n, scorer=s, batch=meta.batch, beta=meta.beta)
         else:

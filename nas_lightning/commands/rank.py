@@ -9,18 +9,23 @@ from nas_lightning.commands.common import (predictor_for, pretrained_for, read_s
 from nas_lightning.files import print_written
 from nas_lightning.errors import UserError
 from nas_lightning.files import write_json
+from nas_lightning.models.gp_fit import GPOptions
 from nas_lightning.models.scoring import FineTuneOptions
+from nas_lightning.rankers.posterior import GPRanker, gp_hyper
 from nas_lightning.rankers.baselines import baselines
 from nas_lightning.rankers.ranking import rank_with
+from nas_lightning.search.meta import HEADS
 from nas_lightning.tasks.load import params_table
 
 
 def rank(task: str, ckpt: str, support: int = 10, seeds: int = 10, source: str | None = None,
          support_archs: str | None = None, out: str | None = None, device: str = "auto",
-         pretrain: FineTuneOptions = FineTuneOptions()) -> int:
+         pretrain: FineTuneOptions = FineTuneOptions(), head: str = "maml", gp: GPOptions = GPOptions()) -> int:
     """Adapt on K architectures of TASK per draw and rank all of it; report Spearman and Kendall for
     the meta predictor beside scratch, params, transfer, blend (meta and transfer mixed by a weight
-    chosen on the K measurements) and (with --pretrain.ckpt) pretrain.
+    chosen on the K measurements), (with --pretrain.ckpt) pretrain and (with --head gp) gp, the
+    GP head on the same predictor, whose 80 % interval coverage and negative log predictive
+    density on the task are reported too.
 
     Args:
         task: the task to rank (a complete table).
@@ -32,7 +37,11 @@ def rank(task: str, ckpt: str, support: int = 10, seeds: int = 10, source: str |
         out: folder for results.json.
         device: auto, cpu or cuda: where the predictor runs.
         pretrain: the pretrain baseline's checkpoint (of configs/pretrain.yaml) and fine-tuning on the support.
+        head: maml (the meta predictor alone) or gp (also the GP head on it, ranker gp).
+        gp: how the GP head's hyperparameters are meta-learned on the checkpoint's training tables.
     """
+    if head not in HEADS:
+        raise UserError(f"--head must be one of {', '.join(HEADS)}, got {head!r}")
     target, fixed_source = target_and_source(task, source, seeds, out)
     if support < 2 or support >= target.size:
         raise UserError(f"--support must be between 2 and {target.size - 1} (the task's size - 1), got {support}")
@@ -41,13 +50,17 @@ def rank(task: str, ckpt: str, support: int = 10, seeds: int = 10, source: str |
     baseline = pretrained_for(pretrain, target, device)
     sources = transfer_sources(module, target) if fixed_source is None else None
     rankers = baselines(target, module, fixed_source, sources, params_table(target), baseline)
+    if head == "gp":
+        rankers.insert(1, GPRanker(module, target.direction == "max", gp_hyper(module, target, gp)))
     results = rank_with(target, rankers, len(fixed) if fixed is not None else support, seeds, fixed)
     results.update(seen_note(module, target))
     for ranker in rankers:
         if ranker.name in results:
             r = results[ranker.name]
             print(f"{ranker.name:10s} spearman {r['spearman_mean']:.4f} ± {r['spearman_std']:.4f}   "
-                  f"kendall {r['kendall_mean']:.4f} ± {r['kendall_std']:.4f}")
+                  f"kendall {r['kendall_mean']:.4f} ± {r['kendall_std']:.4f}"
+                  + (f"   80% interval coverage {r['coverage80_mean']:.3f}   NLPD {r['nlpd_mean']:.3f}"
+                     if "coverage80_mean" in r else ""))
     if sources and "transfer" in results:
         picks = results["transfer"]["sources"]
         top = max(set(picks), key=picks.count)

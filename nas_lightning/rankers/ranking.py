@@ -18,6 +18,7 @@ from nas_lightning.models.module import MetaPredictor
 from nas_lightning.rankers.base import Ranker
 from nas_lightning.rankers.baselines import baselines
 from nas_lightning.rankers.bounded import bounded_score
+from nas_lightning.rankers.calibration import coverage, nlpd
 from nas_lightning.tasks.csvtable import load_csv
 from nas_lightning.oracles import TableOracle
 from nas_lightning.tasks.spec import TaskSpec
@@ -119,9 +120,13 @@ def rank_with(task: Task, rankers: list[Ranker], support: int, seeds: int,
     Returns:
         Per method: ``spearman_mean``, ``spearman_std``, ``kendall_mean``, ``kendall_std``, the
         per-draw values and the ranker's notes (``transfer``: its ``sources``, ``blend``: its
-        ``meta_weights``); plus the task, K, draws.
+        ``meta_weights``); for a ranker with a posterior (a ``predictive`` method giving mean and
+        standard deviation) also ``coverage80_mean`` (share of held-out values inside the central
+        80 % interval) and ``nlpd_mean`` (negative log predictive density in units of the task's
+        standard deviation), with their per-draw values; plus the task, K, draws.
     """
     scores: dict[str, list[tuple[float, float]]] = {}
+    calibration: dict[str, list[tuple[float, float]]] = {}
     draws = 1 if support_archs is not None else seeds
     for seed in range(first_seed, first_seed + draws):
         oracle = TableOracle(task, budget=support, seed=seed)
@@ -131,7 +136,12 @@ def rank_with(task: Task, rankers: list[Ranker], support: int, seeds: int,
         archs, truth = view.archs, view.values() * oracle.sign
         for ranker in rankers:
             ranker.fit(chosen, targets, seed)
-            pred = ranker.score(archs)
+            predictive = getattr(ranker, "predictive", None)  # rankers with a posterior
+            if predictive is not None:
+                pred, sd = predictive(archs)
+                calibration.setdefault(ranker.name, []).append((coverage(pred, sd, truth), nlpd(pred, sd, truth)))
+            else:
+                pred = ranker.score(archs)
             if pred is not None:
                 scores.setdefault(ranker.name, []).append(_corr(pred, truth))
     out: dict = {"task": task.name, "support": support, "draws": draws}
@@ -145,6 +155,10 @@ def rank_with(task: Task, rankers: list[Ranker], support: int, seeds: int,
             "kendall_mean": statistics.fmean(kt), "kendall_std": statistics.pstdev(kt),
             "spearman": sp, "kendall": kt, **ranker.notes,
         }
+        if ranker.name in calibration:
+            cov, nl = [c[0] for c in calibration[ranker.name]], [c[1] for c in calibration[ranker.name]]
+            out[ranker.name].update({"coverage80_mean": statistics.fmean(cov), "nlpd_mean": statistics.fmean(nl),
+                                     "coverage80": cov, "nlpd": nl})
     return out
 
 

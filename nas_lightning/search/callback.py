@@ -13,7 +13,9 @@ from nas_lightning.errors import UserError
 from nas_lightning.models.scoring import PredictorScorer, score
 from nas_lightning.oracles import Oracle
 from nas_lightning.search.driver import run_parallel
+from nas_lightning.models.gp_fit import fit_hyper
 from nas_lightning.search.meta import MetaOptions, MetaSearch
+from nas_lightning.search.posterior import GPScorer, PosteriorSearch
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,13 @@ class SearchCallback(L.Callback):
         self.feedback = feedback
         self.generator = torch.Generator().manual_seed(seed)
 
+    def _search(self, module: L.LightningModule, maximise: bool, tasks: list) -> MetaSearch | PosteriorSearch:
+        """Meta's search with the configured head (``gp``: hyperparameters fitted on the training tables)."""
+        if self.meta.head == "gp":
+            hyper = fit_hyper(module, [t for t in tasks if t.space.name == module.space.name])
+            return PosteriorSearch(GPScorer(module, maximise, hyper), batch=self.meta.batch)
+        return MetaSearch(PredictorScorer(module, maximise, self.meta.members), batch=self.meta.batch, beta=self.meta.beta)
+
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         dm = trainer.datamodule
         for name, oracle in dm.oracles.items():
@@ -48,8 +57,7 @@ class SearchCallback(L.Callback):
             if trainer.is_global_zero and (oracle.remaining is None or oracle.remaining > 0):
                 was_training = pl_module.training
                 pl_module.eval()
-                scorer = PredictorScorer(pl_module, oracle.direction == "max", self.meta.members)
-                search = MetaSearch(scorer, batch=self.meta.batch, beta=self.meta.beta)
+                search = self._search(pl_module, oracle.direction == "max", dm.train)
                 if oracle.workers is not None:
                     progress = self._progress(trainer, name, len(dm.oracles) > 1, oracle.num_queries)
                     run_parallel(search, oracle, self.per_round, self.generator, oracle.workers, progress)

@@ -30,6 +30,7 @@ from nas_lightning.oracles import Oracle
 log = logging.getLogger(__name__)
 
 ACQUISITIONS: tuple[str, ...] = ("ucb", "thompson")
+HEADS: tuple[str, ...] = ("maml", "gp")  # the predictor's head: MAML's adapted output, or a GP on its features
 
 
 class Scorer(Protocol):
@@ -59,11 +60,16 @@ class MetaOptions:
         batch: architectures queried per scoring step.
         members: bootstrap members of the scorer (their spread drives exploration; 1: none).
         beta: exploration weight (score = mean + beta * spread).
+        head: ``"maml"`` (the adapted predictor, bootstrap members and ``beta``) or ``"gp"`` (a
+            Gaussian process on the adapted predictor's features: expected improvement on its
+            exact posterior, batches by kriging believer; ``members`` and ``beta`` unused; see
+            :mod:`~nas_lightning.search.posterior`).
     """
 
     batch: int = 1
     members: int = 8
     beta: float = 0.5
+    head: str = "maml"
 
     def __post_init__(self) -> None:
         if not isinstance(self.batch, int) or self.batch < 1:
@@ -72,6 +78,8 @@ class MetaOptions:
             raise UserError(f"meta.members must be an integer >= 1 (bootstrap members), got {self.members!r}")
         if not math.isfinite(self.beta) or self.beta < 0:
             raise UserError(f"meta.beta must be a finite number >= 0 (the exploration weight), got {self.beta!r}")
+        if self.head not in HEADS:
+            raise UserError(f"meta.head must be one of {', '.join(HEADS)}, got {self.head!r}")
 
 
 class MetaSearch(Strategy):

@@ -1,0 +1,151 @@
+"""The GP head: exact posterior, calibration figures, expected improvement, kriging believer, options."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from nas_lightning.commands import main
+from nas_lightning.errors import UserError
+from nas_lightning.models import gp
+from nas_lightning.models.gp_fit import GPOptions, fit_hyper
+from nas_lightning.models.module import MetaPredictor
+from nas_lightning.oracles import TableOracle
+from nas_lightning.rankers.calibration import coverage, nlpd
+from nas_lightning.rankers.posterior import GPRanker, training_tasks
+from nas_lightning.rankers.ranking import rank_with
+from nas_lightning.search.driver import run_parallel
+from nas_lightning.search.meta import MetaOptions
+from nas_lightning.search.posterior import GPScorer, PosteriorSearch, PosteriorState, expected_improvement
+from nas_lightning.tasks import load
+from tests.conftest import GuardedTask, only_from
+
+
+def _hyper(**kw: float) -> gp.GPHyper:
+    return gp.GPHyper(**{"a0": 0.7, "tau2": 0.5, "c2": 0.2, "s2": 0.8, "length": 0.9, "noise2": 0.1, **kw})
+
+
+def _toy(n: int, seed: int = 0) -> gp.Embedded:
+    g = torch.Generator().manual_seed(seed)
+    return gp.Embedded(torch.randn(n, generator=g, dtype=torch.float64), torch.randn(n, 3, generator=g, dtype=torch.float64))
+
+
+def test_posterior_is_the_closed_form() -> None:
+    hp, s, c = _hyper(), _toy(6, 0), _toy(9, 1)
+    y = torch.linspace(-1, 1, 6, dtype=torch.float64)
+
+    def k(a: gp.Embedded, b: gp.Embedded) -> torch.Tensor:  # written out entry by entry
+        return torch.tensor([[0.5 * fa * fb + 0.2 + 0.8 * math.exp(-float(((ha - hb) ** 2).sum()) / (2 * 0.81))
+                              for fb, hb in zip(b.f.tolist(), b.h)] for fa, ha in zip(a.f.tolist(), a.h)], dtype=torch.float64)
+
+    inv = torch.linalg.inv(k(s, s) + 0.1 * torch.eye(6, dtype=torch.float64))
+    want_mean = 0.7 * c.f + k(c, s) @ inv @ (y - 0.7 * s.f)
+    want_var = torch.diagonal(k(c, c) - k(c, s) @ inv @ k(s, c))
+    with torch.no_grad():
+        mean, var = gp.posterior(hp, s, y, c)
+    assert torch.allclose(mean, want_mean, atol=1e-5) and torch.allclose(var, want_var, atol=1e-5)
+    batched, _ = gp.posterior(hp, gp.Embedded(s.f[None].repeat(2, 1), s.h[None].repeat(2, 1, 1)), y[None].repeat(2, 1),
+                              gp.Embedded(c.f[None].repeat(2, 1), c.h[None].repeat(2, 1, 1)))
+    assert torch.allclose(batched[1].detach(), mean, atol=1e-9)
+
+
+def test_the_prior_loses_its_weight_where_the_measurements_disagree() -> None:
+    hp, s, c = _hyper(a0=1.0, s2=0.05), _toy(30, 2), _toy(200, 3)
+    with torch.no_grad():
+        agree, _ = gp.posterior(hp, s, s.f.clone(), c)
+        disagree, _ = gp.posterior(hp, s, -s.f, c)
+    corr = lambda a, b: float(torch.corrcoef(torch.stack([a, b]))[0, 1])  # noqa: E731
+    assert corr(agree, c.f) > 0.95 and corr(disagree, c.f) < -0.5
+
+
+def test_coverage_and_nlpd() -> None:
+    mean, sd = torch.zeros(4), torch.ones(4)
+    assert coverage(mean, sd, torch.tensor([0.0, 1.28, -1.28, 1.29])) == 0.75  # the 80 % half-width is 1.2816
+    truth = torch.randn(20_000, generator=torch.Generator().manual_seed(0))
+    assert abs(coverage(torch.zeros(20_000), torch.ones(20_000), truth) - 0.8) < 0.01
+    t = torch.tensor([1.0, 3.0])
+    dens = -torch.distributions.Normal(torch.tensor([1.5, 2.0]), torch.tensor([0.5, 2.0])).log_prob(t).mean()
+    assert nlpd(torch.tensor([1.5, 2.0]), torch.tensor([0.5, 2.0]), t) == pytest.approx(float(dens) - math.log(float(t.std())))
+
+
+def test_expected_improvement_matches_monte_carlo() -> None:
+    mean, sd = torch.tensor([0.0, 1.0, -2.0], dtype=torch.float64), torch.tensor([1.0, 0.1, 3.0], dtype=torch.float64)
+    draws = mean + sd * torch.randn(400_000, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    mc = (draws - 0.5).clamp_min(0).mean(0)
+    assert torch.allclose(expected_improvement(mean, sd, 0.5), mc, atol=5e-3)
+    assert torch.equal(expected_improvement(mean, sd, -math.inf), mean + sd)
+
+
+def test_kriging_believer_spreads_a_batch() -> None:
+    """Two identical candidates with the best mean, a third a little lower: the batch takes one
+    of the twins and then the third, as the believed twin leaves the other nothing to improve."""
+    hp = _hyper(a0=1.0, tau2=0.01, c2=0.01, s2=1.0, length=0.5, noise2=1e-4)
+    support = gp.Embedded(torch.tensor([0.0], dtype=torch.float64), torch.zeros(1, 2, dtype=torch.float64))
+    cands = gp.Embedded(torch.tensor([1.0, 1.0, 0.9], dtype=torch.float64),
+                        torch.tensor([[5.0, 0.0], [5.0, 0.0], [-5.0, 0.0]], dtype=torch.float64))
+    state = PosteriorState(hp, support, torch.zeros(1, dtype=torch.float64), cands)
+    picks = PosteriorSearch(scorer=None, batch=2).acquire(state, 0.0, 2, torch.Generator().manual_seed(0))
+    assert sorted(picks)[1] == 2 and len(set(picks)) == 2
+
+
+@pytest.fixture(scope="module")
+def tiny() -> MetaPredictor:
+    torch.manual_seed(0)
+    return MetaPredictor(hidden=16, context=4).eval()
+
+
+def test_hyperparameters_are_seeded_and_rank_reports_calibration(tiny: MetaPredictor) -> None:
+    task = load.load_task("nb201/cifar10/val_acc")
+    opts = GPOptions(ks=(5,), episodes=2, query=20, steps=3)
+    a, b = fit_hyper(tiny, [task], opts), fit_hyper(tiny, [task], opts)
+    assert a.as_dict() == b.as_dict() and a.as_dict() != gp.GPHyper().as_dict()
+    res = rank_with(task, [GPRanker(tiny, True, a)], 5, 2)
+    assert 0.0 <= res["gp"]["coverage80_mean"] <= 1.0 and math.isfinite(res["gp"]["nlpd_mean"])
+    assert len(res["gp"]["coverage80"]) == 2
+
+
+def test_posterior_search_is_deterministic_and_never_repeats(tiny: MetaPredictor) -> None:
+    task = load.load_task("nb201/cifar10/val_acc")
+    scorer = GPScorer(tiny, True, _hyper())
+
+    def history(workers: int, batch: int) -> list[int]:
+        oracle = TableOracle(task, 8, seed=0)
+        strategy = PosteriorSearch(scorer, batch=batch)
+        if workers > 1:
+            run_parallel(strategy, oracle, 8, torch.Generator().manual_seed(3), workers)
+        else:
+            strategy.run(oracle, 8, torch.Generator().manual_seed(3))
+        return oracle.history()[0].tolist()
+
+    one = history(1, 1)
+    assert one == history(1, 1) and len(set(one)) == 8
+    for workers, batch in ((1, 3), (3, 1)):
+        h = history(workers, batch)
+        assert len(set(h)) == 8 and h == history(workers, batch)
+
+
+def test_head_options_are_checked(capsys: pytest.CaptureFixture[str]) -> None:
+    assert MetaOptions(head="gp").head == "gp"
+    with pytest.raises(UserError, match="meta.head"):
+        MetaOptions(head="bayes")
+    with pytest.raises(UserError):
+        GPOptions(ks=(1,))
+    with pytest.raises(UserError, match="--head"):
+        main(["rank", "--task", "nb201/cifar10/val_acc", "--ckpt", "x.ckpt", "--head", "bayes"])
+    with pytest.raises(UserError, match="meta.head"):
+        main(["compare", "--task", "nb201/cifar10/val_acc", "--ckpt", "x.ckpt", "--meta.head", "bayes"])
+
+
+def test_posterior_search_reads_the_target_only_through_its_oracle(tiny: MetaPredictor) -> None:
+    task = GuardedTask.wrap(load.load_task("nb201/cifar10/val_acc"), only_from("_evaluate", "oracles/table.py"))
+    oracle = TableOracle(task, 6, seed=0)
+    PosteriorSearch(GPScorer(tiny, True, _hyper()), batch=2).run(oracle, 6, torch.Generator().manual_seed(0))
+    assert oracle.num_queries == 6
+
+
+def test_the_target_is_never_a_training_table_of_the_head(tiny: MetaPredictor) -> None:
+    tiny.trained_on = {"tasks": ["nb201/cifar10/val_acc", "nb201/cifar100/val_acc"]}
+    target = load.load_task("nb201/cifar10/val_acc")
+    assert [t.name for t in training_tasks(tiny, target)] == ["nb201/cifar100/val_acc"]
