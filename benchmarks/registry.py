@@ -7,6 +7,7 @@ one module (``run`` and ``markdown``) plus one entry here.
 from __future__ import annotations
 
 import argparse
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -111,7 +112,9 @@ def _fidelity(args: argparse.Namespace) -> dict[str, Any]:
 def _fidelity_live(args: argparse.Namespace) -> dict[str, Any]:
     from benchmarks import fidelity_live
 
-    return fidelity_live.run(args.tiny, device_name(args.device), _ckpt_dir(args), args.seeds, args.budget, args.workers)
+    replay = Path(args.out) / "fidelity.json"  # the replay's result, to check the order against
+    return fidelity_live.run(args.tiny, device_name(args.device), _ckpt_dir(args), args.seeds, args.budget, args.workers,
+                             json.loads(replay.read_text()) if replay.is_file() else None)
 
 
 def _markdown(module: str) -> Callable[[dict[str, Any]], str]:

@@ -150,3 +150,21 @@ def test_a_section_kept_twice_is_marked_once(tmp_path: Path) -> None:
         bench.report(tmp_path / "empty", target)
     text = target.read_text()
     assert text.count(bench.KEPT) == 1 and "measured table" in text
+
+
+def test_fidelity_replay(tmp_path: Path) -> None:
+    res = _run("fidelity", tmp_path, "--seeds", "2", "--ckpt-dir", str(tmp_path / "ckpt"))
+    assert set(res["strategies"]) == {"random", "rea", "meta", "tune-asha", "asha", "asha-meta"} and res["budget"] == 60
+    assert res["cells"] == 500 and res["rungs"] == [2, 6, 18, 20]
+    for s in res["strategies"].values():
+        assert s["epochs_spent"] <= 60 and _positive(s["seconds_spent"])
+        assert all(c["mean"] is None or 10 <= c["mean"] <= 100 for c in s["best_at"].values())
+    assert {"compute_met", "at150_met"} <= set(res["targets"])
+
+
+def test_fidelity_live_checks_the_order_against_the_replay(tmp_path: Path) -> None:
+    res = _run("fidelity-live", tmp_path, "--ckpt-dir", str(tmp_path / "ckpt"), "--workers", "2")
+    assert set(res["strategies"]) == {"tune-asha", "asha-meta"} and res["budget"] == 12 and res["seeds"] == 1
+    for s in res["strategies"].values():
+        assert s["epochs_mean"] <= 12 and _positive(s["wall_seconds_mean"])
+    assert res["ordering_met"] is None and "no replay result" in res["ordering"]  # tiny, and no fidelity.json beside it
