@@ -11,12 +11,12 @@ it). It is written by ``search.py tabulate`` from a result store, is a task for 
 from __future__ import annotations
 
 import csv
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
 import torch
+from torchmetrics.functional import spearman_corrcoef
 
 from nas_lightning.errors import UserError
 from nas_lightning.spaces import NB201
@@ -57,22 +57,8 @@ class CurveTable:
 
 
 def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Spearman's rho with average ranks for ties."""
-    ra, rb = _ranks(a.double()), _ranks(b.double())
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    den = math.sqrt(float((ra * ra).sum() * (rb * rb).sum()))
-    return float((ra * rb).sum()) / den if den > 0 else float("nan")
-
-
-def _ranks(x: torch.Tensor) -> torch.Tensor:
-    order = torch.argsort(x, stable=True)
-    ranks = torch.empty_like(x)
-    ranks[order] = torch.arange(len(x), dtype=x.dtype)
-    for v in torch.unique(x):  # ties share their mean rank
-        tie = x == v
-        if int(tie.sum()) > 1:
-            ranks[tie] = ranks[tie].mean()
-    return ranks
+    """Spearman's rho (ties share their mean rank), torchmetrics' computation."""
+    return float(spearman_corrcoef(a.double(), b.double()))
 
 
 def table_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -62,7 +62,6 @@ class CurveOracle(ABC):
         self.name, self.space, self.archs, self.max_epochs = name, space, archs, int(max_epochs)
         self.budget, self.workers = budget, workers
         self._allowed = set(archs.tolist())
-        self.level: dict[int, int] = {}  # epochs each candidate was trained to, as answered
         self._target: dict[int, int] = {}  # epochs each candidate is or was asked for
         self._queue: deque[tuple[int, int, int]] = deque()  # running jobs, oldest first: (index, from, to)
         self.epochs_spent, self.epochs_done, self.seconds_done = 0, 0, 0.0
@@ -132,7 +131,6 @@ class CurveOracle(ABC):
         index, start, stop = self._queue[0]
         value, seconds = self._result(index, start, stop)
         self._queue.popleft()
-        self.level[index] = stop
         self.epochs_done += stop - start
         self.seconds_done += seconds
         answer = Answer(index, stop, float(value), self.epochs_done, self.seconds_done)
@@ -144,20 +142,6 @@ class CurveOracle(ABC):
         for index, start, _ in self._queue:
             self._target[index] = start
         self._queue.clear()
-
-    def finals(self) -> dict[int, float]:
-        """Candidates trained to the full length and their final validation accuracy."""
-        return {a.index: a.value for a in self.answers if a.epochs == self.max_epochs}
-
-    def trace(self) -> list[tuple[int, float, float, int]]:
-        """After each full-length answer: ``(epochs_done, seconds_done, best final accuracy, its index)``."""
-        out, best = [], None
-        for a in self.answers:
-            if a.epochs == self.max_epochs and (best is None or a.value > best[0]):
-                best = (a.value, a.index)
-            if a.epochs == self.max_epochs:
-                out.append((a.epochs_done, a.seconds_done, best[0], best[1]))
-        return out
 
 
 class FullTrainings(Oracle):

@@ -8,8 +8,6 @@ one training per cell, so a replayed search sees one training seed, as a live se
 
 from __future__ import annotations
 
-import torch
-
 from nas_lightning.candidates.curves import CurveTable
 from nas_lightning.oracles.fidelity import CurveOracle
 from nas_lightning.spaces import NB201
@@ -41,7 +39,3 @@ class ReplayOracle(CurveOracle):
     def final_test(self, index: int) -> float | None:
         value = float(self._table.test[self._row[int(index)]])
         return None if value != value else value
-
-    def evaluation_values(self) -> torch.Tensor:
-        """Evaluation only, after a search: the final validation accuracy of every cell, aligned with ``archs``."""
-        return self._table.final

@@ -125,14 +125,11 @@ class TrainingOracle(Oracle):
         recipe = self.trained_recipe
         return self.store.get(self.space.to_string(index), self.data.fingerprint, recipe.key, recipe.seed)
 
-    def _ops(self, index: int) -> tuple[str, ...]:
-        return tuple(self.space.OPS[o] for o in self.space.choices(index).tolist())
-
     def record(self, index: int) -> dict[str, Any]:
         """The stored training of a cell, training it first (in this process) if the store lacks it."""
         row = self._stored(index)
         if row is None:  # on the recipe's threads: one by default, where these small networks train fastest
-            result = train_candidate(self._ops(index), self.data, self.trained_recipe, self.log_dir, self.accelerator)
+            result = train_candidate(self.space.ops(index), self.data, self.trained_recipe, self.log_dir, self.accelerator)
             row = self._keep(index, result)
         return row
 
@@ -158,7 +155,7 @@ class TrainingOracle(Oracle):
         """A Ray reference of the started training, or the stored (or just trained) row."""
         row = self._stored(index)
         if row is None and self.pool is not None:
-            return self.pool.submit(self._ops(index), self.data, self.trained_recipe, self.log_dir, self.accelerator)
+            return self.pool.submit(self.space.ops(index), self.data, self.trained_recipe, self.log_dir, self.accelerator)
         return row if row is not None else self.record(index)
 
     def _finish(self, index: int) -> float:

@@ -53,9 +53,6 @@ class TrainingCurves(CurveOracle):
     def _key(self, index: int) -> tuple[str, str, str, int]:
         return NB201.to_string(index), self.data.fingerprint, self.recipe.key, self.recipe.seed
 
-    def _ops(self, index: int) -> tuple[str, ...]:
-        return tuple(NB201.OPS[o] for o in NB201.choices(index).tolist())
-
     def _known(self, index: int, stop: int) -> list[list[float]] | None:
         """The stored curve up to ``stop`` at least ([] for a failed training), or None."""
         row = self.store.get(*self._key(index))
@@ -74,10 +71,10 @@ class TrainingCurves(CurveOracle):
         done = stopped["epochs"] if stopped is not None else 0
         self.trained_epochs += stop - done
         if self.pool is None:
-            self._jobs[index] = self._keep(index, train_candidate(self._ops(index), self.data, self.recipe, None, self.accelerator,
+            self._jobs[index] = self._keep(index, train_candidate(NB201.ops(index), self.data, self.recipe, None, self.accelerator,
                                                                   epochs=stop, resume=resume))
         else:
-            self._jobs[index] = self.pool.submit(self._ops(index), self.data, self.recipe, None, self.accelerator, epochs=stop, resume=resume)
+            self._jobs[index] = self.pool.submit(NB201.ops(index), self.data, self.recipe, None, self.accelerator, epochs=stop, resume=resume)
 
     def _keep(self, index: int, result: dict[str, Any]) -> list[list[float]]:
         """Write a job's result to the store; its curve ([] when the training failed)."""

@@ -58,8 +58,8 @@ class Entry(Protocol):
         """The next candidate to enter (``None``: none left)."""
         ...
 
-    def observe(self, index: int, epochs: int, value: float, labels: dict[int, float]) -> None:
-        """A finished job, with every entered candidate's current label (see the module)."""
+    def observe(self, labels: dict[int, float]) -> None:
+        """After each finished job: every entered candidate's current label (see the module)."""
         ...
 
 
@@ -72,7 +72,7 @@ class RandomEntry:
     def next(self) -> int | None:
         return self._order.pop(0) if self._order else None
 
-    def observe(self, index: int, epochs: int, value: float, labels: dict[int, float]) -> None:
+    def observe(self, labels: dict[int, float]) -> None:
         pass
 
 
@@ -111,7 +111,7 @@ class MetaEntry:
         self._left -= 1
         return index
 
-    def observe(self, index: int, epochs: int, value: float, labels: dict[int, float]) -> None:
+    def observe(self, labels: dict[int, float]) -> None:
         self._view.labels = dict(labels)
 
 
@@ -154,7 +154,7 @@ def run_asha(oracle: CurveOracle, entry: Entry, milestones: tuple[int, ...], eta
         if k < len(milestones) - 1 and passes(answer.value, list(results[k].values()), eta):
             ready.append(answer.index)
         results[k][answer.index] = answer.value
-        entry.observe(answer.index, answer.epochs, answer.value, _labels(results))
+        entry.observe(_labels(results))
     log.debug("asha: %d epochs in %d jobs, %d full trainings", oracle.epochs_spent, len(oracle.answers), len(results[-1]))
 
 

@@ -52,8 +52,7 @@ def _live_trial(config: dict[str, Any], data: Any, recipe: Any, accelerator: str
                 tune.report({"val_acc": module.curve[-1][0], "seconds": module.curve[-1][1] - before})
 
     torch.set_num_threads(recipe.threads)
-    ops = tuple(NB201.OPS[o] for o in NB201.choices(config["arch"]).tolist())
-    train_candidate(ops, data, recipe, accelerator=accelerator, callbacks=[Report()])
+    train_candidate(NB201.ops(config["arch"]), data, recipe, accelerator=accelerator, callbacks=[Report()])
 
 
 def run_tune_asha(trial: tuple[Callable[..., None], dict[str, Any]], archs: torch.Tensor, max_epochs: int, budget: int, grace: int, eta: int,

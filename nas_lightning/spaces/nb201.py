@@ -53,6 +53,10 @@ class NB201Space(SearchSpace):
         index = self.check(indices)
         return (index.unsqueeze(-1) // self._pow) % self.num_ops
 
+    def ops(self, index: int) -> tuple[str, ...]:
+        """The operation names of a cell's six edges, in edge order (what the network is built from)."""
+        return tuple(self.OPS[o] for o in self.choices(int(index)).tolist())
+
     def from_choices(self, choices: torch.Tensor) -> torch.Tensor:
         """Architecture indices ``[...]`` of op indices ``[..., 6]`` (every combination is a cell)."""
         return (choices.long() * self._pow).sum(-1)
