@@ -18,13 +18,13 @@ from nas_lightning.rankers.posterior import GPRanker, training_tasks
 from nas_lightning.rankers.ranking import rank_with
 from nas_lightning.search.driver import run_parallel
 from nas_lightning.search.meta import MetaOptions
-from nas_lightning.search.posterior import GPScorer, PosteriorSearch, PosteriorState, expected_improvement
+from nas_lightning.search.posterior import GPScorer, PosteriorSearch, PosteriorState, expected_improvement, upper_bound
 from nas_lightning.tasks import load
 from tests.conftest import GuardedTask, only_from
 
 
 def _hyper(**kw: float) -> gp.GPHyper:
-    return gp.GPHyper(**{"a0": 0.7, "tau2": 0.5, "c2": 0.2, "s2": 0.8, "length": 0.9, "noise2": 0.1, **kw})
+    return gp.GPHyper(**{"a0": 0.7, "tau2": 0.5, "c2": 0.2, "s2": 0.8, "length": 0.9, "noise2": 0.1, "nu0": 4.0, **kw})
 
 
 def _toy(n: int, seed: int = 0) -> gp.Embedded:
@@ -42,11 +42,14 @@ def test_posterior_is_the_closed_form() -> None:
 
     inv = torch.linalg.inv(k(s, s) + 0.1 * torch.eye(6, dtype=torch.float64))
     want_mean = 0.7 * c.f + k(c, s) @ inv @ (y - 0.7 * s.f)
-    want_var = torch.diagonal(k(c, c) - k(c, s) @ inv @ k(s, c))
+    r = float((y - 0.7 * s.f) @ inv @ (y - 0.7 * s.f))  # the support's squared Mahalanobis distance
+    want_amp = (4.0 + r) / (4.0 + 6)
+    want_var = want_amp * torch.diagonal(k(c, c) - k(c, s) @ inv @ k(s, c))
     with torch.no_grad():
-        mean, var = gp.posterior(hp, s, y, c)
+        mean, var, amp = gp.posterior(hp, s, y, c)
     assert torch.allclose(mean, want_mean, atol=1e-5) and torch.allclose(var, want_var, atol=1e-5)
-    batched, _ = gp.posterior(hp, gp.Embedded(s.f[None].repeat(2, 1), s.h[None].repeat(2, 1, 1)), y[None].repeat(2, 1),
+    assert float(amp) == pytest.approx(want_amp)
+    batched, _, _ = gp.posterior(hp, gp.Embedded(s.f[None].repeat(2, 1), s.h[None].repeat(2, 1, 1)), y[None].repeat(2, 1),
                               gp.Embedded(c.f[None].repeat(2, 1), c.h[None].repeat(2, 1, 1)))
     assert torch.allclose(batched[1].detach(), mean, atol=1e-9)
 
@@ -54,10 +57,23 @@ def test_posterior_is_the_closed_form() -> None:
 def test_the_prior_loses_its_weight_where_the_measurements_disagree() -> None:
     hp, s, c = _hyper(a0=1.0, s2=0.05), _toy(30, 2), _toy(200, 3)
     with torch.no_grad():
-        agree, _ = gp.posterior(hp, s, s.f.clone(), c)
-        disagree, _ = gp.posterior(hp, s, -s.f, c)
+        agree, _, _ = gp.posterior(hp, s, s.f.clone(), c)
+        disagree, _, _ = gp.posterior(hp, s, -s.f, c)
     corr = lambda a, b: float(torch.corrcoef(torch.stack([a, b]))[0, 1])  # noqa: E731
     assert corr(agree, c.f) > 0.95 and corr(disagree, c.f) < -0.5
+
+
+def test_the_amplitude_follows_how_far_the_measurements_sit_from_the_prior() -> None:
+    """Measurements far from the prior mean widen every interval, ones on it narrow them; the
+    posterior mean does not change; with nu0 infinite the amplitude stays 1."""
+    s, c = _toy(10, 4), _toy(50, 5)
+    y = 0.7 * s.f
+    with torch.no_grad():
+        m_near, v_near, a_near = gp.posterior(_hyper(), s, y, c)
+        m_far, v_far, a_far = gp.posterior(_hyper(), s, y + 3 * _toy(10, 6).f, c)
+        m_fixed, v_fixed, a_fixed = gp.posterior(_hyper(nu0=math.inf), s, y, c)
+    assert float(a_near) < 1 < float(a_far) and bool((v_far > v_near).all()) and float(a_fixed) == 1.0
+    assert torch.allclose(v_near / float(a_near), v_fixed) and torch.allclose(m_near, m_fixed)
 
 
 def test_coverage_and_nlpd() -> None:
@@ -86,8 +102,25 @@ def test_kriging_believer_spreads_a_batch() -> None:
     cands = gp.Embedded(torch.tensor([1.0, 1.0, 0.9], dtype=torch.float64),
                         torch.tensor([[5.0, 0.0], [5.0, 0.0], [-5.0, 0.0]], dtype=torch.float64))
     state = PosteriorState(hp, support, torch.zeros(1, dtype=torch.float64), cands)
-    picks = PosteriorSearch(scorer=None, batch=2).acquire(state, 0.0, 2, torch.Generator().manual_seed(0))
-    assert sorted(picks)[1] == 2 and len(set(picks)) == 2
+    for acquisition in ("ei", "ucb"):
+        fresh = PosteriorState(hp, support, torch.zeros(1, dtype=torch.float64), cands)
+        picks = PosteriorSearch(scorer=None, batch=2, acquisition=acquisition).acquire(fresh, 0.0, 2,
+                                                                                      torch.Generator().manual_seed(0))
+        assert sorted(picks)[1] == 2 and len(set(picks)) == 2, acquisition
+
+
+def test_upper_bound_trades_mean_for_spread_by_beta() -> None:
+    """beta 0 takes the best posterior mean; a large beta the most uncertain candidate."""
+    hp = _hyper(a0=1.0, tau2=0.01, c2=0.01, s2=1.0, length=0.5, noise2=1e-4)
+    support = gp.Embedded(torch.tensor([0.0], dtype=torch.float64), torch.zeros(1, 2, dtype=torch.float64))
+    cands = gp.Embedded(torch.tensor([1.0, 0.5], dtype=torch.float64),
+                        torch.tensor([[0.1, 0.0], [9.0, 0.0]], dtype=torch.float64))  # the second far from the support
+    mean, sd = PosteriorState(hp, support, torch.tensor([0.8], dtype=torch.float64), cands).latent()
+    assert torch.equal(upper_bound(mean, sd, 2.0), mean + 2.0 * sd) and mean[0] > mean[1] and sd[1] > sd[0]
+    picks = {beta: PosteriorSearch(scorer=None, beta=beta).acquire(
+        PosteriorState(hp, support, torch.tensor([0.8], dtype=torch.float64), cands), 0.8, 1,
+        torch.Generator().manual_seed(0))[0] for beta in (0.0, 10.0)}
+    assert picks == {0.0: 0, 10.0: 1}
 
 
 @pytest.fixture(scope="module")
@@ -136,6 +169,16 @@ def test_head_options_are_checked(capsys: pytest.CaptureFixture[str]) -> None:
         main(["rank", "--task", "nb201/cifar10/val_acc", "--ckpt", "x.ckpt", "--head", "bayes"])
     with pytest.raises(UserError, match="meta.head"):
         main(["compare", "--task", "nb201/cifar10/val_acc", "--ckpt", "x.ckpt", "--meta.head", "bayes"])
+    assert MetaOptions(head="gp", acquisition="ei").acquisition == "ei"
+    with pytest.raises(UserError, match="meta.acquisition"):
+        MetaOptions(acquisition="ei")  # expected improvement needs the posterior of the gp head
+    with pytest.raises(UserError, match="meta.acquisition"):
+        main(["compare", "--task", "nb201/cifar10/val_acc", "--ckpt", "x.ckpt", "--meta.head", "gp",
+              "--meta.acquisition", "pi"])
+    with pytest.raises(UserError, match="acquisition"):
+        PosteriorSearch(scorer=None, acquisition="pi")
+    with pytest.raises(UserError, match="beta"):
+        PosteriorSearch(scorer=None, beta=-1.0)
 
 
 def test_posterior_search_reads_the_target_only_through_its_oracle(tiny: MetaPredictor) -> None:

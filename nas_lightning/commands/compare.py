@@ -93,7 +93,8 @@ def compare(task: str, strategy: str = "meta,rea,random", budget: int = 100, see
         make_strategy(name, source=fixed_source, scorer=(lambda *a: None) if given is not None else None)  # validate early
         if name in predictors and meta.head == "gp":
             head = GPScorer(given, target.direction == "max", gp_hyper(given, target, gp))
-            factories[name] = lambda s=head, n=name: PosteriorSearch(s, batch=meta.batch, name=n)
+            factories[name] = lambda s=head, n=name: PosteriorSearch(s, batch=meta.batch, acquisition=meta.acquisition,
+                                                                     beta=meta.beta, name=n)
         elif name in predictors:
             scorer = PredictorScorer(given, target.direction == "max", meta.members)
             factories[name] = lambda s=scorer, n=name: make_strategy(n, scorer=s, batch=meta.batch, beta=meta.beta)

@@ -4,16 +4,20 @@ The MAML-adapted predictor stays the encoder. For a task with support ``S`` (sta
 values ``y``), every architecture ``x`` has the adapted prediction ``f(x)`` and the adapted
 network's last hidden features ``h(x)`` (the head's input). The head models
 
-    y(x) = a f(x) + c + g(x) + noise,   a ~ N(a0, tau^2),  c ~ N(0, c^2),
-    g ~ GP(0, s^2 exp(-|h(x) - h(x')|^2 / (2 l^2))),  noise ~ N(0, sigma^2),
+    y(x) = a f(x) + c + g(x) + noise,   a ~ N(a0, v tau^2),  c ~ N(0, v c^2),
+    g ~ GP(0, v s^2 exp(-|h(x) - h(x')|^2 / (2 l^2))),  noise ~ N(0, v sigma^2),
 
-so the prior mean is ``a0 f(x)`` and the kernel is ``tau^2 f f' + c^2 + s^2 rbf(h, h')``. The
+so the prior mean is ``a0 f(x)`` and the kernel is ``v (tau^2 f f' + c^2 + s^2 rbf(h, h'))``. The
 posterior over ``a`` shrinks the prior's weight where the measurements disagree with it, and
 the RBF residual on the encoder's features takes over there (deep kernel transfer, Patacchiola
 et al. 2020; few-shot Bayesian optimisation with deep kernel surrogates, Wistuba and Grabocka
-2021). ``f`` and ``h`` are scaled per task on a fixed reference sample of the space, so the six
-hyperparameters mean the same on every task; they are meta-learned across the checkpoint's
-training tasks (:mod:`~nas_lightning.models.gp_fit`).
+2021). ``v`` is the task's own amplitude: 1 a priori, worth ``nu0`` pseudo-measurements, and
+estimated from how far the K measurements sit from the prior mean (``v = (nu0 + r) / (nu0 +
+K)``, ``r`` their squared Mahalanobis distance), so the intervals widen on a task that the
+prior fits worse than its training tasks and narrow on one it fits better; the posterior mean
+does not depend on ``v``. ``f`` and ``h`` are scaled per task on a fixed reference sample of
+the space, so the seven hyperparameters mean the same on every task; they are meta-learned
+across the checkpoint's training tasks (:mod:`~nas_lightning.models.gp_fit`).
 """
 
 from __future__ import annotations
@@ -31,23 +35,27 @@ JITTER = 1e-6
 REFERENCE = 512  # architectures of the fixed reference sample that scales f and h per task
 
 
+NAMES = ("a0", "tau2", "c2", "s2", "length", "noise2", "nu0")
+
+
 class GPHyper(nn.Module):
-    """The head's six hyperparameters, stored unconstrained (variances and length as logs)."""
+    """The head's seven hyperparameters, stored unconstrained (the positive ones as logs)."""
 
     def __init__(self, a0: float = 1.0, tau2: float = 0.25, c2: float = 0.1, s2: float = 0.3,
-                 length: float = 1.0, noise2: float = 0.3) -> None:
+                 length: float = 1.0, noise2: float = 0.3, nu0: float = 10.0) -> None:
         super().__init__()
         self.a0 = nn.Parameter(torch.tensor(float(a0), dtype=torch.float64))
         self.log = nn.ParameterDict({k: nn.Parameter(torch.tensor(math.log(v), dtype=torch.float64))
                                      for k, v in (("tau2", tau2), ("c2", c2), ("s2", s2), ("length", length),
-                                                  ("noise2", noise2))})
+                                                  ("noise2", noise2), ("nu0", nu0))})
 
     def value(self, name: str) -> torch.Tensor:
-        """A hyperparameter on its natural scale (``a0`` as is, the others positive)."""
+        """A hyperparameter on its natural scale (``a0`` as is, the others positive; ``nu0`` may be
+        infinite: the amplitude then stays 1)."""
         return self.a0 if name == "a0" else self.log[name].exp()
 
     def as_dict(self) -> dict[str, float]:
-        return {k: float(self.value(k).detach()) for k in ("a0", "tau2", "c2", "s2", "length", "noise2")}
+        return {k: float(self.value(k).detach()) for k in NAMES}
 
 
 @dataclass
@@ -83,18 +91,19 @@ def prior_var(hp: GPHyper, a: Embedded) -> torch.Tensor:
 
 
 def posterior(hp: GPHyper, support: Embedded, y: torch.Tensor, cands: Embedded,
-              sq: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+              sq: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Exact posterior of the latent function at ``cands`` given ``y [..., K]`` at ``support``
     (leading dimensions batch independent tasks); ``sq``: the squared feature distances
     support-support and support-candidates, when already computed.
 
     Returns:
-        Mean ``[..., C]`` and latent variance ``[..., C]`` (add ``noise2`` for a new measurement's).
+        Mean ``[..., C]``, latent variance ``[..., C]`` and the task's amplitude ``v [...]`` (a new
+        measurement's variance adds ``v * noise2``).
     """
     prior = hp.value("a0") * cands.f
     k = y.shape[-1]
     if k == 0:
-        return prior, prior_var(hp, cands)
+        return prior, prior_var(hp, cands), torch.ones(y.shape[:-1], dtype=prior.dtype)
     ss, sc = (None, None) if sq is None else sq
     eye = torch.eye(k, dtype=y.dtype)
     chol = torch.linalg.cholesky(kernel(hp, support, support, ss) + (hp.value("noise2") + JITTER) * eye)
@@ -103,16 +112,17 @@ def posterior(hp: GPHyper, support: Embedded, y: torch.Tensor, cands: Embedded,
     alpha = torch.cholesky_solve(resid, chol)
     v = torch.linalg.solve_triangular(chol, ksc, upper=False)
     mean = prior + (ksc * alpha).sum(-2)
-    var = (prior_var(hp, cands) - v.square().sum(-2)).clamp_min(1e-12)
-    return mean, var
+    amp = 1 + ((resid * alpha).sum((-2, -1)) - k) / (hp.value("nu0") + k)  # (nu0 + r) / (nu0 + K), finite at nu0 = inf
+    var = amp[..., None] * (prior_var(hp, cands) - v.square().sum(-2)).clamp_min(1e-12)
+    return mean, var, amp
 
 
 def predictive_nll(hp: GPHyper, support: Embedded, y: torch.Tensor, query: Embedded, yq: torch.Tensor,
                    sq: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """Mean negative log predictive density of ``yq`` at ``query`` given the support (the
     meta-training objective: the few-shot predictive likelihood)."""
-    mean, var = posterior(hp, support, y, query, sq)
-    var = var + hp.value("noise2")
+    mean, var, amp = posterior(hp, support, y, query, sq)
+    var = var + amp[..., None] * hp.value("noise2")
     return 0.5 * ((yq - mean).square() / var + var.log() + math.log(2 * math.pi)).mean()
 
 
@@ -163,9 +173,9 @@ def embed(module: nn.Module, params: maml.Params, z: torch.Tensor | None, archs:
     ref = _reference(module)
     f_ref, h_ref = hidden_and_score(module, params, z, ref)
     f, h = hidden_and_score(module, params, z, archs.to(module.codes.device).long())
-    f_sd = f_ref.double().std().clamp_min(1e-8)
     h_mean = h_ref.double().mean(0)
     h_scale = (h_ref.double() - h_mean).square().sum(-1).mean().sqrt().clamp_min(1e-8)
+    f_sd = f_ref.double().std().clamp_min(1e-8)
     return Embedded(((f.double() - f_ref.double().mean()) / f_sd).cpu(), ((h.double() - h_mean) / h_scale).cpu())
 
 
@@ -197,8 +207,8 @@ def gp_posterior(module: nn.Module, hp: GPHyper, support: torch.Tensor, targets:
     """
     sup, ys, cands, scale, shift = task_embedding(module, support, targets, candidates, maximise)
     with torch.no_grad():
-        mean, var = posterior(hp, sup, ys, cands)
-        sd = (var + hp.value("noise2")).sqrt()
+        mean, var, amp = posterior(hp, sup, ys, cands)
+        sd = (var + amp * hp.value("noise2")).sqrt()
     return mean * scale + shift, sd * scale
 
 

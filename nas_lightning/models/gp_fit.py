@@ -2,7 +2,7 @@
 
 The encoder stays as MAML trained it. Episodes are drawn from the tables the predictor trained
 on (never the task being searched or ranked): a support of K architectures, a query of others.
-The six hyperparameters of :class:`~nas_lightning.models.gp.GPHyper` are fitted by Adam to
+The seven hyperparameters of :class:`~nas_lightning.models.gp.GPHyper` are fitted by Adam to
 minimise the mean negative log predictive density of the queries given their supports, over
 every episode at once: the few-shot objective of deep kernel transfer, with the kernel's
 features frozen.

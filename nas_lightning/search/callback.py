@@ -47,7 +47,8 @@ class SearchCallback(L.Callback):
         """Meta's search with the configured head (``gp``: hyperparameters fitted on the training tables)."""
         if self.meta.head == "gp":
             hyper = fit_hyper(module, [t for t in tasks if t.space.name == module.space.name])
-            return PosteriorSearch(GPScorer(module, maximise, hyper), batch=self.meta.batch)
+            return PosteriorSearch(GPScorer(module, maximise, hyper), batch=self.meta.batch,
+                                   acquisition=self.meta.acquisition, beta=self.meta.beta)
         return MetaSearch(PredictorScorer(module, maximise, self.meta.members), batch=self.meta.batch, beta=self.meta.beta)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

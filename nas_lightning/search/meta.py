@@ -59,17 +59,21 @@ class MetaOptions:
     Args:
         batch: architectures queried per scoring step.
         members: bootstrap members of the scorer (their spread drives exploration; 1: none).
-        beta: exploration weight (score = mean + beta * spread).
+        beta: exploration weight (score = mean + beta * spread: the members' spread, or the
+            posterior standard deviation with ``head: gp``).
         head: ``"maml"`` (the adapted predictor, bootstrap members and ``beta``) or ``"gp"`` (a
-            Gaussian process on the adapted predictor's features: expected improvement on its
-            exact posterior, batches by kriging believer; ``members`` and ``beta`` unused; see
+            Gaussian process on the adapted predictor's features: the acquisition on its exact
+            posterior, batches by kriging believer; ``members`` unused; see
             :mod:`~nas_lightning.search.posterior`).
+        acquisition: ``"ucb"`` (mean + beta * spread, either head) or ``"ei"`` (expected
+            improvement over the best measured value; ``head: gp`` only, ``beta`` unused).
     """
 
     batch: int = 1
     members: int = 8
     beta: float = 0.5
     head: str = "maml"
+    acquisition: str = "ucb"
 
     def __post_init__(self) -> None:
         if not isinstance(self.batch, int) or self.batch < 1:
@@ -80,6 +84,9 @@ class MetaOptions:
             raise UserError(f"meta.beta must be a finite number >= 0 (the exploration weight), got {self.beta!r}")
         if self.head not in HEADS:
             raise UserError(f"meta.head must be one of {', '.join(HEADS)}, got {self.head!r}")
+        if self.acquisition not in ("ucb", "ei") or (self.acquisition == "ei" and self.head != "gp"):
+            raise UserError(f"meta.acquisition must be ucb, or ei with meta.head gp; got {self.acquisition!r} "
+                            f"with head {self.head!r}")
 
 
 class MetaSearch(Strategy):

@@ -34,6 +34,14 @@ from nas_lightning.search.strategies import Strategy
 log = logging.getLogger(__name__)
 
 
+ACQUISITIONS = ("ucb", "ei")
+
+
+def upper_bound(mean: torch.Tensor, sd: torch.Tensor, beta: float) -> torch.Tensor:
+    """The upper confidence bound ``mean + beta * sd`` (higher is better)."""
+    return mean + beta * sd
+
+
 def expected_improvement(mean: torch.Tensor, sd: torch.Tensor, best: float) -> torch.Tensor:
     """Closed-form expected improvement over ``best`` of ``N(mean, sd^2)`` (higher is better);
     with nothing measured yet (``best = -inf``) the upper bound ``mean + sd`` instead."""
@@ -60,13 +68,13 @@ class PosteriorState:
     @torch.no_grad()
     def latent(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior mean and latent standard deviation ``[C]`` (standardised units)."""
-        mean, var = gp.posterior(self.hyper, self.support, self.ys, self.cands)
+        mean, var, _ = gp.posterior(self.hyper, self.support, self.ys, self.cands)
         return mean, var.sqrt()
 
     @torch.no_grad()
     def believe(self, j: int) -> None:
         """Add candidate ``j`` to the support at its posterior mean (kriging believer)."""
-        mean, _ = gp.posterior(self.hyper, self.support, self.ys, self.cands.take(torch.tensor([j])))
+        mean, _, _ = gp.posterior(self.hyper, self.support, self.ys, self.cands.take(torch.tensor([j])))
         self.support = self.support.cat(self.cands.take(torch.tensor([j])))
         self.ys = torch.cat([self.ys, mean])
 
@@ -100,19 +108,27 @@ class PosteriorSearch(Strategy):
         num_parents: large spaces: the mutations of this many best measured are candidates.
         init_random: large spaces: the first queries of a run up to this count are random.
         pool: large spaces: fresh random candidates per scoring step.
+        acquisition: ``"ucb"`` (posterior mean plus ``beta`` posterior standard deviations) or
+            ``"ei"`` (expected improvement over the best measured value).
+        beta: the weight of ``"ucb"``.
         name: the strategy's name in reports (``meta``; ``pretrain`` on a pretrained predictor).
 
     Raises:
-        UserError: for a batch below one or counts below zero.
+        UserError: for a batch below one, counts below zero, an unknown acquisition or a negative beta.
     """
 
     name = "meta"
 
     def __init__(self, scorer: GPScorer, batch: int = 1, max_candidates: int = 20_000, num_parents: int = 10,
-                 init_random: int = 5, pool: int = 0, name: str = "meta") -> None:
+                 init_random: int = 5, pool: int = 0, acquisition: str = "ucb", beta: float = 0.5,
+                 name: str = "meta") -> None:
         if batch < 1 or max_candidates < 1 or num_parents < 1 or min(init_random, pool) < 0:
             raise UserError(f"meta batch, max_candidates and num_parents must be >= 1, init_random and pool >= 0; got "
                             f"{batch}, {max_candidates}, {num_parents}, {init_random}, {pool}")
+        if acquisition not in ACQUISITIONS or not math.isfinite(beta) or beta < 0:
+            raise UserError(f"the gp head's acquisition must be one of {', '.join(ACQUISITIONS)} and beta a finite "
+                            f"number >= 0; got {acquisition!r}, {beta!r}")
+        self.acquisition, self.beta = acquisition, beta
         self.scorer, self.batch, self.max_candidates, self.name = scorer, batch, max_candidates, name
         self.num_parents, self.init_random, self.pool = num_parents, init_random, pool
 
@@ -134,16 +150,19 @@ class PosteriorSearch(Strategy):
         return cands if len(cands) else torch.tensor([pool.random_unseen(generator)])
 
     def acquire(self, state: PosteriorState, best: float, n: int, generator: torch.Generator) -> list[int]:
-        """``n`` distinct candidate positions by expected improvement, kriging believer between picks;
+        """``n`` distinct candidate positions by the acquisition, kriging believer between picks;
         ties broken at random."""
         order = torch.randperm(len(state.cands.f), generator=generator)
         taken: list[int] = []
         for _ in range(min(n, len(order))):
             mean, sd = state.latent()
-            ei = expected_improvement(mean, sd, best)[order]
+            if self.acquisition == "ucb":
+                utility = upper_bound(mean, sd, self.beta)[order]
+            else:
+                utility = expected_improvement(mean, sd, best)[order]
             if taken:
-                ei[torch.isin(order, torch.tensor(taken))] = -math.inf
-            j = int(order[int(torch.argmax(ei))])
+                utility[torch.isin(order, torch.tensor(taken))] = -math.inf
+            j = int(order[int(torch.argmax(utility))])
             taken.append(j)
             best = max(best, float(mean[j]))
             state.believe(j)
