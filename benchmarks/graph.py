@@ -11,7 +11,7 @@ budgeted oracle:
   standardised ``val_acc`` (the fold's training datasets), the best single training table chosen
   on the support (any metric; and among the ``val_acc`` tables only), and a ridge mix of the
   others' ``val_acc`` fitted on the support. Spearman over all 26,206 architectures.
-- ``compare``: meta, meta_gp (the GP head's expected improvement), transfer (from the same mean of the others), rea, random and local with a
+- ``compare``: meta, meta_gp (the GP head's upper confidence bound), transfer (from the same mean of the others), rea, random and local with a
   fixed budget and seeds, searching ``val_acc``; regret on validation, the test regret of the
   architecture each run picked on validation (``test_acc`` read after the fact), and the queries
   to the first architecture in the top 0.1 % by validation accuracy.

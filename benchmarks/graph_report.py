@@ -113,7 +113,7 @@ def _gp_gap_table(res: dict[str, Any]) -> list[str]:
     if not gaps or not all(gaps.values()):
         return []
     rows = [[d, f"{g['diff']:+.5f}", f"{g['se']:.5f}", "-" if g["z"] is None else f"{g['z']:+.2f}"] for d, g in gaps.items()]
-    return ["", "The same for meta_gp (the GP head's expected improvement) against rea:", "",
+    return ["", "The same for meta_gp (the GP head's upper confidence bound) against rea:", "",
             common.table(["held out", "meta_gp - rea", "standard error", "z"], rows)]
 
 

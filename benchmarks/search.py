@@ -138,7 +138,7 @@ def markdown(res: dict[str, Any]) -> str:
                 for name, s in r["strategies"].items()]
         out += ["", f"**{dataset}** (target `{r['task']}`, checkpoint `runs/{r['run']}`, transfer from `{r['transfer_source']}`, "
                 f"optimum {r['optimum']['value']:.2f}); `{r['command']}`"
-                + (f"; meta_gp (meta with the GP head: expected improvement on its posterior): `{r['gp_command']}`"
+                + (f"; meta_gp (meta with the GP head: the upper confidence bound of its posterior): `{r['gp_command']}`"
                    if "gp_command" in r else ""), "",
                 common.table(["strategy", *[f"regret@{m}" for m in ms], f"hit@{ms[-1]}", "q-to-opt", "s / run"], rows)]
         if "noisy" in r:

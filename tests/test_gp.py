@@ -139,6 +139,19 @@ def test_hyperparameters_are_seeded_and_rank_reports_calibration(tiny: MetaPredi
     assert len(res["gp"]["coverage80"]) == 2
 
 
+def test_a_fixed_nu0_is_kept_and_infinity_keeps_the_amplitude_at_one(tiny: MetaPredictor) -> None:
+    task = load.load_task("nb201/cifar10/val_acc")
+    opts = GPOptions(ks=(5,), episodes=2, query=20, steps=3, nu0=math.inf)
+    hp = fit_hyper(tiny, [task], opts)
+    assert hp.as_dict()["nu0"] == math.inf and hp.as_dict()["s2"] != gp.GPHyper().as_dict()["s2"]
+    s, c = _toy(10, 4), _toy(5, 5)
+    with torch.no_grad():
+        assert float(gp.posterior(hp, s, 3 * s.f, c)[2]) == 1.0
+    assert fit_hyper(tiny, [task], GPOptions(ks=(5,), episodes=2, query=20, steps=3, nu0=2.0)).as_dict()["nu0"] == pytest.approx(2.0)
+    with pytest.raises(UserError, match="gp.nu0"):
+        GPOptions(nu0=0.0)
+
+
 def test_posterior_search_is_deterministic_and_never_repeats(tiny: MetaPredictor) -> None:
     task = load.load_task("nb201/cifar10/val_acc")
     scorer = GPScorer(tiny, True, _hyper())

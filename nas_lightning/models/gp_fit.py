@@ -48,6 +48,9 @@ class GPOptions:
         steps: Adam steps on the hyperparameters.
         lr: Adam's learning rate.
         seed: seeds the episodes (the same seed, the same hyperparameters).
+        nu0: the task amplitude's prior weight in pseudo-measurements, fixed instead of
+            meta-learned (``.inf`` on the command line: the amplitude stays 1 and the intervals
+            do not follow the task's own measurements; see :mod:`~nas_lightning.models.gp`).
     """
 
     ks: tuple[int, ...] = (5, 10, 20, 50)
@@ -56,10 +59,13 @@ class GPOptions:
     steps: int = 100
     lr: float = 0.05
     seed: int = 0
+    nu0: float | None = None
 
     def __post_init__(self) -> None:
         if not self.ks or min(self.ks) < 2 or min(self.episodes, self.query, self.steps) < 1 or not self.lr > 0:
             raise UserError(f"gp options: ks must be >= 2 and episodes, query, steps >= 1, lr > 0; got {self}")
+        if self.nu0 is not None and not self.nu0 > 0:
+            raise UserError(f"--gp.nu0 must be a number > 0 (.inf: the amplitude stays 1), got {self.nu0!r}")
 
 
 def _episodes(module: torch.nn.Module, tasks: list[Table], opts: GPOptions) -> list[tuple]:
@@ -102,12 +108,14 @@ def _grouped(episodes: list[tuple]) -> list[tuple]:
 
 def fit_hyper(module: torch.nn.Module, tasks: list[Table], opts: GPOptions = GPOptions()) -> gp.GPHyper:
     """The hyperparameters meta-learned on ``tasks`` (defaults when there are none)."""
-    hp = gp.GPHyper()
+    hp = gp.GPHyper() if opts.nu0 is None else gp.GPHyper(nu0=opts.nu0)
+    if opts.nu0 is not None:
+        hp.log["nu0"].requires_grad_(False)
     if not tasks:
         log.warning("gp head: no training task of the checkpoint loads here; the head keeps default hyperparameters")
         return hp
     data = _grouped(_episodes(module, tasks, opts))
-    opt = torch.optim.Adam(hp.parameters(), lr=opts.lr)
+    opt = torch.optim.Adam([p for p in hp.parameters() if p.requires_grad], lr=opts.lr)
     with torch.enable_grad():
         for _ in range(opts.steps):
             loss = torch.stack([gp.predictive_nll(hp, *episode) for episode in data]).mean()
