@@ -101,10 +101,9 @@ def test_kriging_believer_spreads_a_batch() -> None:
     support = gp.Embedded(torch.tensor([0.0], dtype=torch.float64), torch.zeros(1, 2, dtype=torch.float64))
     cands = gp.Embedded(torch.tensor([1.0, 1.0, 0.9], dtype=torch.float64),
                         torch.tensor([[5.0, 0.0], [5.0, 0.0], [-5.0, 0.0]], dtype=torch.float64))
-    state = PosteriorState(hp, support, torch.zeros(1, dtype=torch.float64), cands)
     for acquisition in ("ei", "ucb"):
-        fresh = PosteriorState(hp, support, torch.zeros(1, dtype=torch.float64), cands)
-        picks = PosteriorSearch(scorer=None, batch=2, acquisition=acquisition).acquire(fresh, 0.0, 2,
+        state = PosteriorState(hp, support, torch.zeros(1, dtype=torch.float64), cands)
+        picks = PosteriorSearch(scorer=None, batch=2, acquisition=acquisition).acquire(state, 0.0, 2,
                                                                                       torch.Generator().manual_seed(0))
         assert sorted(picks)[1] == 2 and len(set(picks)) == 2, acquisition
 
