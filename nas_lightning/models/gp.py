@@ -173,9 +173,9 @@ def embed(module: nn.Module, params: maml.Params, z: torch.Tensor | None, archs:
     ref = _reference(module)
     f_ref, h_ref = hidden_and_score(module, params, z, ref)
     f, h = hidden_and_score(module, params, z, archs.to(module.codes.device).long())
+    f_sd = f_ref.double().std().clamp_min(1e-8)
     h_mean = h_ref.double().mean(0)
     h_scale = (h_ref.double() - h_mean).square().sum(-1).mean().sqrt().clamp_min(1e-8)
-    f_sd = f_ref.double().std().clamp_min(1e-8)
     return Embedded(((f.double() - f_ref.double().mean()) / f_sd).cpu(), ((h.double() - h_mean) / h_scale).cpu())
 
 
