@@ -108,8 +108,9 @@ def _grouped(episodes: list[tuple]) -> list[tuple]:
 
 def fit_hyper(module: torch.nn.Module, tasks: list[Table], opts: GPOptions = GPOptions()) -> gp.GPHyper:
     """The hyperparameters meta-learned on ``tasks`` (defaults when there are none)."""
-    hp = gp.GPHyper() if opts.nu0 is None else gp.GPHyper(nu0=opts.nu0)
-    if opts.nu0 is not None:
+    hp = gp.GPHyper()
+    if opts.nu0 is not None:  # fixed, not learned
+        hp = gp.GPHyper(nu0=opts.nu0)
         hp.log["nu0"].requires_grad_(False)
     if not tasks:
         log.warning("gp head: no training task of the checkpoint loads here; the head keeps default hyperparameters")

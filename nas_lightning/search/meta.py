@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 ACQUISITIONS: tuple[str, ...] = ("ucb", "thompson")
 HEADS: tuple[str, ...] = ("maml", "gp")  # the predictor's head: MAML's adapted output, or a GP on its features
+GP_ACQUISITIONS: tuple[str, ...] = ("ucb", "ei")  # the GP head's: upper confidence bound, expected improvement
 
 
 class Scorer(Protocol):
@@ -84,7 +85,7 @@ class MetaOptions:
             raise UserError(f"meta.beta must be a finite number >= 0 (the exploration weight), got {self.beta!r}")
         if self.head not in HEADS:
             raise UserError(f"meta.head must be one of {', '.join(HEADS)}, got {self.head!r}")
-        if self.acquisition not in ("ucb", "ei") or (self.acquisition == "ei" and self.head != "gp"):
+        if self.acquisition not in GP_ACQUISITIONS or (self.acquisition != "ucb" and self.head != "gp"):
             raise UserError(f"meta.acquisition must be ucb, or ei with meta.head gp; got {self.acquisition!r} "
                             f"with head {self.head!r}")
 

@@ -37,13 +37,11 @@ from nas_lightning.errors import UserError
 from nas_lightning.models import gp
 from nas_lightning.models.module import MetaPredictor
 from nas_lightning.oracles import Oracle
+from nas_lightning.search.meta import GP_ACQUISITIONS
 from nas_lightning.search.state import Proposer, SearchState
 from nas_lightning.search.strategies import Strategy
 
 log = logging.getLogger(__name__)
-
-
-ACQUISITIONS = ("ucb", "ei")
 
 
 def upper_bound(mean: torch.Tensor, sd: torch.Tensor, beta: float) -> torch.Tensor:
@@ -134,8 +132,8 @@ class PosteriorSearch(Strategy):
         if batch < 1 or max_candidates < 1 or num_parents < 1 or min(init_random, pool) < 0:
             raise UserError(f"meta batch, max_candidates and num_parents must be >= 1, init_random and pool >= 0; got "
                             f"{batch}, {max_candidates}, {num_parents}, {init_random}, {pool}")
-        if acquisition not in ACQUISITIONS or not math.isfinite(beta) or beta < 0:
-            raise UserError(f"the gp head's acquisition must be one of {', '.join(ACQUISITIONS)} and beta a finite "
+        if acquisition not in GP_ACQUISITIONS or not math.isfinite(beta) or beta < 0:
+            raise UserError(f"the gp head's acquisition must be one of {', '.join(GP_ACQUISITIONS)} and beta a finite "
                             f"number >= 0; got {acquisition!r}, {beta!r}")
         self.acquisition, self.beta = acquisition, beta
         self.scorer, self.batch, self.max_candidates, self.name = scorer, batch, max_candidates, name
