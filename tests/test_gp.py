@@ -13,7 +13,7 @@ from nas_lightning.models import gp
 from nas_lightning.models.gp_fit import GPOptions, fit_hyper
 from nas_lightning.models.module import MetaPredictor
 from nas_lightning.oracles import TableOracle
-from nas_lightning.rankers.calibration import coverage, nlpd
+from nas_lightning.rankers.calibration import coverage, half_width, nlpd
 from nas_lightning.rankers.posterior import GPRanker, training_tasks
 from nas_lightning.rankers.ranking import rank_with
 from nas_lightning.search.driver import run_parallel
@@ -84,6 +84,56 @@ def test_coverage_and_nlpd() -> None:
     t = torch.tensor([1.0, 3.0])
     dens = -torch.distributions.Normal(torch.tensor([1.5, 2.0]), torch.tensor([0.5, 2.0])).log_prob(t).mean()
     assert nlpd(torch.tensor([1.5, 2.0]), torch.tensor([0.5, 2.0]), t) == pytest.approx(float(dens) - math.log(float(t.std())))
+
+
+def test_student_t_coverage_and_nlpd() -> None:
+    """One degree of freedom is the Cauchy (closed forms); many are the normal."""
+    assert half_width(0.8, 1.0) == pytest.approx(math.tan(0.4 * math.pi))
+    assert half_width(0.8, 1e7) == pytest.approx(half_width(0.8), rel=1e-5) and half_width(0.8, 10.0) > half_width(0.8)
+    loc, scale = torch.zeros(4), torch.full((4,), 2.0)
+    assert coverage(loc, scale, torch.tensor([0.0, 6.1, -6.1, 6.2]), df=1.0) == 0.75  # 2 tan(0.4 pi) = 6.155
+    t = torch.tensor([1.0, 3.0, -2.0])
+    cauchy = -torch.log(1 / (math.pi * 2.0 * (1 + (t / 2.0).square()))).mean()
+    assert nlpd(torch.zeros(3), torch.full((3,), 2.0), t, df=1.0) == pytest.approx(float(cauchy) - math.log(float(t.std())))
+    assert nlpd(torch.zeros(3), torch.ones(3), t, df=1e8) == pytest.approx(nlpd(torch.zeros(3), torch.ones(3), t), rel=1e-6)
+
+
+def test_cross_validated_residuals(tiny: MetaPredictor) -> None:
+    """Each fold predicted without it: a batch of supports equals each alone, a support that the
+    predictor cannot follow gets larger residuals, and below three measurements there are none."""
+    task = load.load_task("nb201/cifar10/val_acc")
+    hp = _hyper()
+    rows = torch.randperm(task.size, generator=torch.Generator().manual_seed(3))[:14].reshape(2, 7)
+    support, y = task.archs[rows], task.table[rows].double()
+    both = gp.cv_scores(tiny, hp, support, y, True, 3)
+    alone = gp.cv_scores(tiny, hp, support[1:], y[1:], True, 3)
+    assert both.shape == (2, 7) and torch.allclose(both[1], alone[0], atol=1e-6) and torch.isfinite(both).all()
+    scrambled = y[:1] + 5 * torch.randn(1, 7, generator=torch.Generator().manual_seed(4), dtype=torch.float64) * y.std()
+    assert gp.cv_scores(tiny, hp, support[:1], scrambled, True, 7).square().mean() > both[0].square().mean()
+    assert gp.cv_scores(tiny, hp, support[:, :2], y[:, :2], True, 5).shape == (2, 0)
+    assert gp.cv_scores(tiny, hp, support, y, True, 0).shape == (2, 0)
+
+
+def test_the_reported_intervals_are_cross_validated(tiny: MetaPredictor) -> None:
+    """With folds a Student-t with a degree of freedom per measurement, the same location and the
+    amplitude of the median squared residual; with none (or below three measurements) the normal
+    of the in-sample amplitude."""
+    task = load.load_task("nb201/cifar10/val_acc")
+    support, cands = task.archs[:8], task.archs[100:140]
+    y = task.table[:8].float()
+    loc, scale, df = gp.gp_posterior(tiny, _hyper(), support, y, cands, True)
+    loc0, scale0, df0 = gp.gp_posterior(tiny, _hyper(cv_folds=0), support, y, cands, True)
+    assert df == 8.0 and df0 == math.inf and torch.allclose(loc, loc0) and not torch.allclose(scale, scale0)
+    z = gp.cv_scores(tiny, _hyper(), support[None], y.double()[None], True, gp.CV_FOLDS)[0]
+    sup, ys, emb, _, _ = gp.task_embedding(tiny, support, y, cands, True)
+    with torch.no_grad():
+        in_sample = float(gp.posterior(_hyper(), sup, ys, emb)[2])
+    ratio = scale.square() / scale0.square()  # the amplitudes' ratio for every candidate
+    cv = float(z.square().sort().values[3:5].mean()) / gp.CHI2_MEDIAN  # the median square of eight
+    assert torch.allclose(ratio, torch.full_like(ratio, cv / in_sample), rtol=1e-5)
+    assert gp.gp_posterior(tiny, _hyper(), support[:2], y[:2], cands, True)[2] == math.inf
+    with pytest.raises(UserError, match="gp.folds"):
+        GPOptions(folds=1)
 
 
 def test_expected_improvement_matches_monte_carlo() -> None:

@@ -15,7 +15,10 @@ et al. 2020; few-shot Bayesian optimisation with deep kernel surrogates, Wistuba
 estimated from how far the K measurements sit from the prior mean (``v = (nu0 + r) / (nu0 +
 K)``, ``r`` their squared Mahalanobis distance), so the intervals widen on a task that the
 prior fits worse than its training tasks and narrow on one it fits better; the posterior mean
-does not depend on ``v``. ``f`` and ``h`` are scaled per task on a fixed reference sample of
+does not depend on ``v``. The intervals that ranking reports take the amplitude from the
+support's cross-validated residuals instead (:func:`cv_scores`): the adapted predictor has seen
+every support value, so its in-sample residuals understate a new architecture's error by a
+factor that differs from task to task. ``f`` and ``h`` are scaled per task on a fixed reference sample of
 the space, so the seven hyperparameters mean the same on every task; they are meta-learned
 across the checkpoint's training tasks (:mod:`~nas_lightning.models.gp_fit`).
 """
@@ -33,21 +36,29 @@ from nas_lightning.models.scoring import standardise
 
 JITTER = 1e-6
 REFERENCE = 512  # architectures of the fixed reference sample that scales f and h per task
+CV_FOLDS = 5  # folds of the support's cross-validation that sets the reported intervals' amplitude
+CHI2_MEDIAN = 0.454936423119572  # the median of chi-square with one degree of freedom
 
 
 NAMES = ("a0", "tau2", "c2", "s2", "length", "noise2", "nu0")
 
 
 class GPHyper(nn.Module):
-    """The head's seven hyperparameters, stored unconstrained (the positive ones as logs)."""
+    """The head's seven hyperparameters, stored unconstrained (the positive ones as logs).
+
+    Args:
+        cv_folds: folds of the cross-validation that sets the reported intervals' amplitude (0:
+            they keep the in-sample amplitude; see :func:`gp_posterior`).
+    """
 
     def __init__(self, a0: float = 1.0, tau2: float = 0.25, c2: float = 0.1, s2: float = 0.3,
-                 length: float = 1.0, noise2: float = 0.3, nu0: float = 10.0) -> None:
+                 length: float = 1.0, noise2: float = 0.3, nu0: float = 10.0, cv_folds: int = CV_FOLDS) -> None:
         super().__init__()
         self.a0 = nn.Parameter(torch.tensor(float(a0), dtype=torch.float64))
         self.log = nn.ParameterDict({k: nn.Parameter(torch.tensor(math.log(v), dtype=torch.float64))
                                      for k, v in (("tau2", tau2), ("c2", c2), ("s2", s2), ("length", length),
                                                   ("noise2", noise2), ("nu0", nu0))})
+        self.cv_folds = cv_folds
 
     def value(self, name: str) -> torch.Tensor:
         """A hyperparameter on its natural scale (``a0`` as is, the others positive; ``nu0`` may be
@@ -197,19 +208,68 @@ def task_embedding(module: nn.Module, support: torch.Tensor, targets: torch.Tens
     return both.take(torch.arange(k)), ys[0], both.take(torch.arange(k, len(both.f))), scale, shift
 
 
-def gp_posterior(module: nn.Module, hp: GPHyper, support: torch.Tensor, targets: torch.Tensor,
-                 candidates: torch.Tensor, maximise: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """The head's predictive distribution at ``candidates`` after adapting on ``support``.
+@torch.no_grad()
+def cv_scores(module: nn.Module, hp: GPHyper, support: torch.Tensor, y: torch.Tensor, maximise: bool,
+              folds: int) -> torch.Tensor:
+    """Cross-validated residuals of the supports ``[E, K]`` (values ``y``, higher is better): the
+    support is dealt into ``folds`` folds (position modulo the fold count), and each fold's values
+    are predicted by the predictor adapted, and the posterior conditioned, on the other folds only,
+    standardised by that prediction's unit-amplitude standard deviation (noise included).
 
     Returns:
-        Mean ``[C]`` and predictive standard deviation ``[C]`` (noise included), in the units of
-        ``targets``.
+        ``[E, K]`` residuals; ``[E, 0]`` below three measurements or two folds.
+    """
+    e, k = support.shape
+    if k < 3 or folds < 2:
+        return torch.zeros(e, 0, dtype=torch.float64)
+    fold = torch.arange(k) % min(folds, k)
+    z = torch.zeros(e, k, dtype=torch.float64)
+    groups: dict[int, list[int]] = {}  # folds of the same size adapt in one batch
+    for i in range(int(fold.max()) + 1):
+        groups.setdefault(int((fold == i).sum()), []).append(i)
+    for ids in groups.values():
+        keep = torch.stack([torch.nonzero(fold != i).flatten() for i in ids])
+        held = torch.stack([torch.nonzero(fold == i).flatten() for i in ids])
+        g, kk = keep.shape
+        sk, sh = support[:, keep].reshape(e * g, kk).long(), support[:, held].reshape(e * g, -1).long()
+        ys, yh = standardise(y[:, keep].reshape(e * g, kk).double(), y[:, held].reshape(e * g, -1).double())
+        params, ctx = adapted(module, sk, ys.float(), maximise)
+        emb = [embed(module, p, None if ctx is None else ctx[r], torch.cat([sk[r].cpu(), sh[r].cpu()]))
+               for r, p in enumerate(params)]
+        both = Embedded(torch.stack([m.f for m in emb]), torch.stack([m.h for m in emb]))
+        mean, var, amp = posterior(hp, Embedded(both.f[:, :kk], both.h[:, :kk]), ys,
+                                   Embedded(both.f[:, kk:], both.h[:, kk:]))
+        resid = (yh - mean) / (var / amp[:, None] + hp.value("noise2")).sqrt()
+        z[torch.arange(e)[:, None, None], held[None]] = resid.reshape(e, g, -1)
+    return z
+
+
+def gp_posterior(module: nn.Module, hp: GPHyper, support: torch.Tensor, targets: torch.Tensor,
+                 candidates: torch.Tensor, maximise: bool) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """The head's predictive distribution at ``candidates`` after adapting on ``support``.
+
+    With ``hp.cv_folds`` (and at least three measurements) the task's amplitude comes from the
+    support's cross-validated residuals (:func:`cv_scores`; cross-validation estimates a Gaussian
+    process's variance where the model is misspecified, Bachoc 2013): their median square over
+    chi-square's median, so that one failed architecture in the support does not widen every
+    interval; with the amplitude unknown a priori the predictive is a Student-t with as many
+    degrees of freedom as residuals. Otherwise the in-sample amplitude of :func:`posterior` and
+    a normal predictive.
+
+    Returns:
+        Location ``[C]`` and scale ``[C]`` (noise included) in the units of ``targets``, and the
+        degrees of freedom (``inf``: normal, the scale its standard deviation).
     """
     sup, ys, cands, scale, shift = task_embedding(module, support, targets, candidates, maximise)
     with torch.no_grad():
         mean, var, amp = posterior(hp, sup, ys, cands)
+        z = cv_scores(module, hp, support[None], targets.double()[None], maximise, hp.cv_folds)[0]
+        df = float(len(z)) if len(z) else math.inf
+        if len(z):
+            cv = torch.quantile(z.square(), 0.5) / CHI2_MEDIAN
+            var, amp = var / amp * cv, cv
         sd = (var + amp * hp.value("noise2")).sqrt()
-    return mean * scale + shift, sd * scale
+    return mean * scale + shift, sd * scale, df
 
 
 def _units(y: torch.Tensor) -> tuple[float, float]:

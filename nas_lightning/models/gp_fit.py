@@ -51,6 +51,9 @@ class GPOptions:
         nu0: the task amplitude's prior weight in pseudo-measurements, fixed instead of
             meta-learned (``.inf`` on the command line: the amplitude stays 1 and the intervals
             do not follow the task's own measurements; see :mod:`~nas_lightning.models.gp`).
+        folds: folds of the support's cross-validation that sets the amplitude of the intervals
+            that ranking reports (0: the in-sample amplitude, as the search uses; one adaptation
+            instead of one per fold).
     """
 
     ks: tuple[int, ...] = (5, 10, 20, 50)
@@ -60,10 +63,13 @@ class GPOptions:
     lr: float = 0.05
     seed: int = 0
     nu0: float | None = None
+    folds: int = gp.CV_FOLDS
 
     def __post_init__(self) -> None:
         if not self.ks or min(self.ks) < 2 or min(self.episodes, self.query, self.steps) < 1 or not self.lr > 0:
             raise UserError(f"gp options: ks must be >= 2 and episodes, query, steps >= 1, lr > 0; got {self}")
+        if self.folds < 0 or self.folds == 1:
+            raise UserError(f"--gp.folds must be 0 (the in-sample amplitude) or at least 2, got {self.folds}")
         if self.nu0 is not None and not self.nu0 > 0:
             raise UserError(f"--gp.nu0 must be a number > 0 (.inf: the amplitude stays 1), got {self.nu0!r}")
 
@@ -108,9 +114,9 @@ def _grouped(episodes: list[tuple]) -> list[tuple]:
 
 def fit_hyper(module: torch.nn.Module, tasks: list[Table], opts: GPOptions = GPOptions()) -> gp.GPHyper:
     """The hyperparameters meta-learned on ``tasks`` (defaults when there are none)."""
-    hp = gp.GPHyper()
+    hp = gp.GPHyper(cv_folds=opts.folds)
     if opts.nu0 is not None:  # fixed, not learned
-        hp = gp.GPHyper(nu0=opts.nu0)
+        hp = gp.GPHyper(nu0=opts.nu0, cv_folds=opts.folds)
         hp.log["nu0"].requires_grad_(False)
     if not tasks:
         log.warning("gp head: no training task of the checkpoint loads here; the head keeps default hyperparameters")

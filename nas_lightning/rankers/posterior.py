@@ -1,6 +1,6 @@
 """The GP head as a ranker: ``gp`` ranks by the posterior mean of :mod:`~nas_lightning.models.gp`.
 
-Its predictive standard deviation lets :func:`~nas_lightning.rankers.ranking.rank_with` report,
+Its predictive distribution lets :func:`~nas_lightning.rankers.ranking.rank_with` report,
 beside the rank correlations, how well the intervals cover the held-out values
 (:mod:`~nas_lightning.rankers.calibration`).
 """
@@ -59,8 +59,9 @@ class GPRanker(_Fitted):
         self.module, self.maximise, self.hyper = module, maximise, hyper
         self.notes = {"hyper": [hyper.as_dict()]}
 
-    def predictive(self, candidates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Predictive mean and standard deviation ``[C]`` in the units of the support's values."""
+    def predictive(self, candidates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """Predictive location and scale ``[C]`` in the units of the support's values, and the
+        degrees of freedom (``inf``: normal; see :func:`~nas_lightning.models.gp.gp_posterior`)."""
         return gp.gp_posterior(self.module, self.hyper, self.support, self.targets, candidates, self.maximise)
 
     def score(self, candidates: torch.Tensor) -> torch.Tensor:

@@ -120,8 +120,8 @@ def rank_with(task: Task, rankers: list[Ranker], support: int, seeds: int,
     Returns:
         Per method: ``spearman_mean``, ``spearman_std``, ``kendall_mean``, ``kendall_std``, the
         per-draw values and the ranker's notes (``transfer``: its ``sources``, ``blend``: its
-        ``meta_weights``); for a ranker with a posterior (a ``predictive`` method giving mean and
-        standard deviation) also ``coverage80_mean`` (share of held-out values inside the central
+        ``meta_weights``); for a ranker with a posterior (a ``predictive`` method giving location,
+        scale and degrees of freedom) also ``coverage80_mean`` (share of held-out values inside the central
         80 % interval) and ``nlpd_mean`` (negative log predictive density in units of the task's
         standard deviation), with their per-draw values; plus the task, K, draws.
     """
@@ -138,8 +138,9 @@ def rank_with(task: Task, rankers: list[Ranker], support: int, seeds: int,
             ranker.fit(chosen, targets, seed)
             predictive = getattr(ranker, "predictive", None)  # rankers with a posterior
             if predictive is not None:
-                pred, sd = predictive(archs)
-                calibration.setdefault(ranker.name, []).append((coverage(pred, sd, truth), nlpd(pred, sd, truth)))
+                pred, scale, df = predictive(archs)
+                calibration.setdefault(ranker.name, []).append((coverage(pred, scale, truth, df=df),
+                                                                nlpd(pred, scale, truth, df=df)))
             else:
                 pred = ranker.score(archs)
             if pred is not None:
