@@ -197,6 +197,9 @@ def test_a_fixed_nu0_is_kept_and_infinity_keeps_the_amplitude_at_one(tiny: MetaP
     with torch.no_grad():
         assert float(gp.posterior(hp, s, 3 * s.f, c)[2]) == 1.0
     assert fit_hyper(tiny, [task], GPOptions(ks=(5,), episodes=2, query=20, steps=3, nu0=2.0)).as_dict()["nu0"] == pytest.approx(2.0)
+    assert GPOptions().nu0 == math.inf  # the default: amplitude 1; None meta-learns it
+    learned = fit_hyper(tiny, [task], GPOptions(ks=(5,), episodes=2, query=20, steps=3, nu0=None)).as_dict()["nu0"]
+    assert math.isfinite(learned) and learned != pytest.approx(gp.GPHyper().as_dict()["nu0"])
     with pytest.raises(UserError, match="gp.nu0"):
         GPOptions(nu0=0.0)
 

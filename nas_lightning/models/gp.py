@@ -11,7 +11,8 @@ so the prior mean is ``a0 f(x)`` and the kernel is ``v (tau^2 f f' + c^2 + s^2 r
 posterior over ``a`` shrinks the prior's weight where the measurements disagree with it, and
 the RBF residual on the encoder's features takes over there (deep kernel transfer, Patacchiola
 et al. 2020; few-shot Bayesian optimisation with deep kernel surrogates, Wistuba and Grabocka
-2021). ``v`` is the task's own amplitude: 1 a priori, worth ``nu0`` pseudo-measurements, and
+2021). ``v`` is the task's own amplitude: 1 a priori, worth ``nu0`` pseudo-measurements (by
+default infinitely many: ``v = 1``; see :class:`~nas_lightning.models.gp_fit.GPOptions`), and
 estimated from how far the K measurements sit from the prior mean (``v = (nu0 + r) / (nu0 +
 K)``, ``r`` their squared Mahalanobis distance), so the intervals widen on a task that the
 prior fits worse than its training tasks and narrow on one it fits better; the posterior mean

@@ -11,6 +11,7 @@ features frozen.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -48,12 +49,15 @@ class GPOptions:
         steps: Adam steps on the hyperparameters.
         lr: Adam's learning rate.
         seed: seeds the episodes (the same seed, the same hyperparameters).
-        nu0: the task amplitude's prior weight in pseudo-measurements, fixed instead of
-            meta-learned (``.inf`` on the command line: the amplitude stays 1 and the intervals
-            do not follow the task's own measurements; see :mod:`~nas_lightning.models.gp`).
+        nu0: the task amplitude's prior weight in pseudo-measurements (see
+            :mod:`~nas_lightning.models.gp`): infinite by default (``.inf`` on the command line:
+            the posterior's amplitude stays 1; the reported intervals take theirs from ``folds``),
+            a number fixes it, ``None`` (``null``) meta-learns it with the others. Why 1 by
+            default: the search needed fewer queries with it (docs/findings.md, the GP head's
+            third round).
         folds: folds of the support's cross-validation that sets the amplitude of the intervals
-            that ranking reports (0: the in-sample amplitude, as the search uses; one adaptation
-            instead of one per fold).
+            that ranking reports (0: the posterior's own amplitude and normal intervals; one
+            adaptation instead of one per fold).
     """
 
     ks: tuple[int, ...] = (5, 10, 20, 50)
@@ -62,7 +66,7 @@ class GPOptions:
     steps: int = 100
     lr: float = 0.05
     seed: int = 0
-    nu0: float | None = None
+    nu0: float | None = math.inf
     folds: int = gp.CV_FOLDS
 
     def __post_init__(self) -> None:
