@@ -14,14 +14,13 @@ et al. 2020; few-shot Bayesian optimisation with deep kernel surrogates, Wistuba
 2021). ``v`` is the task's own amplitude: 1 a priori, worth ``nu0`` pseudo-measurements (by
 default infinitely many: ``v = 1``; see :class:`~nas_lightning.models.gp_fit.GPOptions`), and
 estimated from how far the K measurements sit from the prior mean (``v = (nu0 + r) / (nu0 +
-K)``, ``r`` their squared Mahalanobis distance), so the intervals widen on a task that the
-prior fits worse than its training tasks and narrow on one it fits better; the posterior mean
-does not depend on ``v``. The intervals that ranking reports take the amplitude from the
-support's cross-validated residuals instead (:func:`cv_scores`): the adapted predictor has seen
-every support value, so its in-sample residuals understate a new architecture's error by a
-factor that differs from task to task. ``f`` and ``h`` are scaled per task on a fixed reference sample of
-the space, so the seven hyperparameters mean the same on every task; they are meta-learned
-across the checkpoint's training tasks (:mod:`~nas_lightning.models.gp_fit`).
+K)``, ``r`` their squared Mahalanobis distance); the posterior mean does not depend on ``v``.
+The intervals that ranking reports take their amplitude from the support's cross-validated
+residuals instead (:func:`cv_scores`, :func:`gp_posterior`): the adapted predictor has seen every
+support value, so its in-sample residuals understate a new architecture's error by a factor
+that differs from task to task. ``f`` and ``h`` are scaled per task on a fixed reference sample
+of the space, so the hyperparameters mean the same on every task; they are meta-learned across
+the checkpoint's training tasks (:mod:`~nas_lightning.models.gp_fit`).
 """
 
 from __future__ import annotations
