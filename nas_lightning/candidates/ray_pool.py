@@ -235,10 +235,16 @@ class RayPool:
         """Stop the trainings of ``refs`` (their results are dropped)."""
         import ray
 
+        # Only those still running: force-cancelling a task whose reply is on its way can abort the
+        # driver inside Ray (a failed RAY_CHECK in TaskManager::CompletePendingTask, exit status 1
+        # instead of the interruption's); cancelling a finished task changes nothing anyway.
+        done = set(ray.wait(refs, num_returns=len(refs), timeout=0)[0]) if refs else set()
         for ref in refs:
+            if ref in done:
+                continue
             try:
                 ray.cancel(ref, force=True)
-            except Exception:  # already finished or gone
+            except Exception:  # finished meanwhile or gone
                 pass
 
     def close(self) -> None:
