@@ -118,10 +118,8 @@ def _grouped(episodes: list[tuple]) -> list[tuple]:
 
 def fit_hyper(module: torch.nn.Module, tasks: list[Table], opts: GPOptions = GPOptions()) -> gp.GPHyper:
     """The hyperparameters meta-learned on ``tasks`` (defaults when there are none)."""
-    hp = gp.GPHyper(cv_folds=opts.folds)
-    if opts.nu0 is not None:  # fixed, not learned
-        hp = gp.GPHyper(nu0=opts.nu0, cv_folds=opts.folds)
-        hp.log["nu0"].requires_grad_(False)
+    hp = gp.GPHyper(cv_folds=opts.folds, **({} if opts.nu0 is None else {"nu0": opts.nu0}))
+    hp.log["nu0"].requires_grad_(opts.nu0 is None)  # fixed (the default: infinite) or learned
     if not tasks:
         log.warning("gp head: no training task of the checkpoint loads here; the head keeps default hyperparameters")
         return hp
